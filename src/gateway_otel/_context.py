@@ -1,0 +1,214 @@
+"""Request identity in OpenTelemetry Context.
+
+The request id, caller id and request URL live in W3C baggage entries of the OTel Context, so
+that they follow the context into threads and tasks and across services (the baggage propagator
+carries them on outgoing httpx calls and AMQP messages).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future
+from functools import partial
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from opentelemetry import baggage, context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from . import _attributes as attrs
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+#: Carries trace context and baggage whatever the global propagator is set to.
+PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextToken:
+    """What ``set`` returns, to give back to ``reset``."""
+
+    key: str
+    previous: str | None
+    attached: context.Context
+    token: object
+
+
+class ContextField:
+    """A ContextVar-like view of one baggage entry: ``set`` returns a token for ``reset``.
+
+    ``reset`` restores only this entry, so tokens of several fields may be reset in any order
+    (the ``ait_openapi`` examples reset them in the order they were set).
+    """
+
+    __slots__ = ("key", "name")
+
+    def __init__(self, name: str, key: str) -> None:
+        self.name = name
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"<ContextField {self.name} ({self.key})>"
+
+    def get(self, default: str | None = None) -> str | None:
+        value = baggage.get_baggage(self.key)
+        return default if value is None else str(value)
+
+    def set(self, value: object) -> ContextToken:
+        previous = self.get()
+        new = _with_entry(context.get_current(), self.key, value)
+        return ContextToken(self.key, previous, new, context.attach(new))
+
+    def reset(self, token: ContextToken) -> None:
+        if token.key != self.key:
+            raise ValueError(f"{token!r} was created by another field than {self!r}")
+        if context.get_current() is token.attached:
+            context.detach(token.token)  # type: ignore[arg-type]
+        else:
+            # Other entries were set after this one: restore this entry alone.
+            context.attach(_with_entry(context.get_current(), self.key, token.previous))
+
+
+def _with_entry(ctx: context.Context, key: str, value: object) -> context.Context:
+    if value is None:
+        return baggage.remove_baggage(key, ctx)
+    return baggage.set_baggage(key, str(value), ctx)
+
+
+trace_id_context = ContextField("trace_id", attrs.REQUEST_ID)
+"""The request id (the name is ``ait_openapi``'s)."""
+caller_id_context = ContextField("caller_id", attrs.CALLER_ID)
+request_url_context = ContextField("request_url", attrs.REQUEST_URL)
+
+
+def current_request_id() -> str | None:
+    """The request id of the current context, or ``None``."""
+    return trace_id_context.get()
+
+
+def current_caller_id() -> str | None:
+    """The caller id of the current context, or ``None``."""
+    return caller_id_context.get()
+
+
+def identity(ctx: context.Context | None = None) -> Mapping[str, object]:
+    """All baggage entries of ``ctx`` (the current context by default), read in one look-up."""
+    return baggage.get_all(ctx)
+
+
+def with_identity(
+    ctx: context.Context,
+    *,
+    request_id: str | None,
+    caller_id: str | None,
+    request_url: str | None,
+) -> context.Context:
+    """``ctx`` with the three identity entries replaced (``None`` removes an entry)."""
+    for key, value in ((attrs.REQUEST_ID, request_id), (attrs.CALLER_ID, caller_id), (attrs.REQUEST_URL, request_url)):
+        ctx = _with_entry(ctx, key, value)
+    return ctx
+
+
+def without_identity(ctx: context.Context) -> context.Context:
+    """``ctx`` with every ``gateway.*`` baggage entry removed (identity from outside is not trusted)."""
+    for key in baggage.get_all(ctx):
+        if key.startswith("gateway."):
+            ctx = baggage.remove_baggage(key, ctx)
+    return ctx
+
+
+class ThreadCopyContext(threading.Thread):
+    """A ``threading.Thread`` whose target runs in a copy of the creating thread's context."""
+
+    def __init__(
+        self,
+        group: None = None,
+        target: Callable[..., object] | None = None,
+        name: str | None = None,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+    ) -> None:
+        ctx = contextvars.copy_context()
+        run: Callable[[], object] = partial(target, *args, **(kwargs or {})) if target is not None else _noop
+        super().__init__(group, ctx.run, name, (run,), None, daemon=daemon)
+
+
+def _noop() -> None:
+    return None
+
+
+class _InContext(Generic[P, R]):
+    """A callable bound to a captured OTel context; pickles as a W3C carrier for process pools."""
+
+    __slots__ = ("_carrier", "_ctx", "_fn")
+
+    def __init__(self, fn: Callable[P, R], ctx: context.Context | None = None) -> None:
+        self._fn = fn
+        self._ctx: context.Context | None = context.get_current() if ctx is None else ctx
+        self._carrier: dict[str, str] | None = None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = self._ctx
+        if ctx is None:
+            ctx = PROPAGATOR.extract(self._carrier or {})
+        token = context.attach(ctx)
+        try:
+            return self._fn(*args, **kwargs)
+        finally:
+            context.detach(token)
+
+    def __getstate__(self) -> tuple[Callable[P, R], dict[str, str]]:
+        carrier: dict[str, str] = dict(self._carrier or {})
+        if self._ctx is not None:
+            PROPAGATOR.inject(carrier, self._ctx)
+        return self._fn, carrier
+
+    def __setstate__(self, state: tuple[Callable[P, R], dict[str, str]]) -> None:
+        self._fn, self._carrier = state
+        self._ctx = None
+
+
+def run_in_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Bind ``fn`` to the current OTel context, for a thread pool, a process pool or a callback.
+
+    ``executor.submit(run_in_context(work), item)`` runs ``work`` under the caller's trace, request
+    id and caller id. Across processes the context travels as W3C ``traceparent`` and baggage.
+    """
+    return _InContext(fn)
+
+
+class _ContextExecutor(Executor):
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        return self._executor.submit(_InContext(fn), *args, **kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        **kwargs: Any,
+    ) -> Iterator[T]:
+        return self._executor.map(_InContext(fn), *iterables, timeout=timeout, chunksize=chunksize, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._executor, name)
+
+
+def context_executor(executor: Executor) -> Executor:
+    """Wrap a ``ThreadPoolExecutor`` or ``ProcessPoolExecutor`` so tasks run in the submitter's context."""
+    return _ContextExecutor(executor)

@@ -1,0 +1,503 @@
+"""Delivery: records travel from the caller's thread to the gateway without blocking it.
+
+Callers append to an in-memory deque (no lock, no I/O). One background thread runs an asyncio
+loop that builds the records, sends them over a keep-alive connection pool with several requests
+in flight, and moves to the SQLite spool whatever cannot be delivered now: records the gateway
+did not accept yet, records waiting longer than ``SPILL_AFTER`` seconds, everything while the
+gateway is down or not configured. The spool is drained, oldest first, once the gateway answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from ._records import encode
+from ._selflog import log_once
+from ._settings import Settings
+from ._spool import Spool
+from ._transport import HttpPool, TransportError
+
+logger = logging.getLogger(__name__)
+
+#: Builds a record payload from what the caller handed over (a span, or a ready payload).
+Builder = Callable[[Any], dict[str, Any]]
+#: Receives each record's body as it is built (the testing capture).
+Listener = Callable[[bytes], None]
+
+REPORT_PATH = "/v1/openapi/report/log"
+BATCH_PATH = "/v1/openapi/report/logs"
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: A record older than this (waiting in memory or in flight) is also written to the spool,
+#: so that a process killed while the gateway is slow or down loses nothing older.
+SPILL_AFTER = 0.5
+#: Records read from the spool at a time.
+SPOOL_CLAIM = 256
+#: Seconds between two looks at the spool and at records in flight.
+TICK = 0.25
+FIRST_BACKOFF = 0.2
+MAX_RETRY_AFTER = 300.0
+
+
+@dataclasses.dataclass
+class _Unit:
+    """Records sent in one request (one record, or a batch)."""
+
+    records: list[tuple[str, bytes]]
+    fresh: int  # how many of them count towards flushes (the rest came from the spool)
+    started: float
+    spooled: bool = False
+    single: bool = False
+
+
+class _Marker:
+    """A flush request travelling through the queue behind the records it waits for."""
+
+    __slots__ = ("done", "target")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.target = -1
+
+
+def backoff(attempt: int, maximum: float) -> float:
+    """Exponential backoff with full jitter."""
+    ceiling = min(maximum, FIRST_BACKOFF * (2 ** min(attempt, 20)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait that a ``Retry-After`` header asks for (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+class Delivery:
+    """The queue, the sender thread and the spool of one process."""
+
+    def __init__(self, settings: Settings, spool: Spool | None = None) -> None:
+        self.settings = settings
+        self.spool = spool if spool is not None else Spool(settings.spool_dir)
+        self.listeners: list[Listener] = []
+        self._host = settings.openapi_host
+        self._hard_limit = settings.queue_size
+        self._reset()
+        ref = weakref.ref(self)
+        atexit.register(_call_weak, ref, "_at_exit")
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=lambda: _call_weak(ref, "_after_fork"))
+
+    def _reset(self) -> None:
+        self._queue: deque[tuple[Builder, Any, float] | _Marker] = deque()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._idle = False
+        self._running = False
+        self._stopping = False
+        self._deadline = 0.0
+        self._hard_deadline = 0.0
+        self._closed = False
+        # Owned by the sender thread:
+        self._dispatched = 0
+        self._resolved = 0
+        self._markers: list[_Marker] = []
+        self._inflight: dict[int, _Unit] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._claimed: deque[tuple[str, bytes]] = deque()
+        self._spool_empty = False
+        self._acked: list[str] = []
+        self._http: HttpPool | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    # -- the caller's side -------------------------------------------------------------
+
+    def submit(self, build: Builder, item: Any) -> None:
+        """Queue a record for delivery; never blocks on the network."""
+        queue = self._queue
+        if self._running and len(queue) < self._hard_limit:
+            queue.append((build, item, time.monotonic()))
+            if self._idle:
+                self._wake_sender()
+            return
+        if self._thread is None and not self._closed:
+            self._start()
+            if self._running:
+                queue.append((build, item, time.monotonic()))
+                return
+        self._spill_from_caller(build, item)
+
+    def _spill_from_caller(self, build: Builder, item: Any) -> None:
+        # The sender falls behind the callers: keep memory bounded by writing this one to disk.
+        try:
+            record = self._build(build, item)
+            if record is not None:
+                self.spool.put([record])
+        except Exception as exc:
+            log_once("spill", "could not spool a record: %r", exc, level=logging.ERROR)
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record queued so far is delivered, dead-lettered or spooled."""
+        if self._thread is None or not self._thread.is_alive():
+            return not self._queue
+        marker = _Marker()
+        self._queue.append(marker)
+        self._wake_sender()
+        return marker.done.wait(self.settings.shutdown_timeout if timeout is None else timeout)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Deliver what can be delivered within ``timeout`` seconds, spool the rest, stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._running = False
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            now = time.monotonic()
+            self._deadline = now + timeout
+            self._hard_deadline = now + max(timeout, self.settings.drain_on_exit)
+            self._stopping = True
+            self._wake_sender()
+            thread.join(self._hard_deadline - now + 2.0)
+        self._spool_leftovers()
+        self.spool.close()
+
+    def replay(self, timeout: float) -> bool:
+        """Deliver the spool now (the sender drains it), for up to ``timeout`` seconds; ``True`` when emptied."""
+        self._start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.spool.counts()[0] == 0:
+                break
+            time.sleep(0.1)
+        self.shutdown()
+        return self.spool.counts()[0] == 0
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._closed:
+                return
+            ready = threading.Event()
+            thread = threading.Thread(
+                target=self._thread_main, args=(ready,), name="gateway-otel-delivery", daemon=True
+            )
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutting down: no new threads
+                self._closed = True
+                return
+            self._thread = thread
+            self._running = ready.wait(5.0)
+
+    def _wake_sender(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return
+        self._idle = False
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            loop.call_soon_threadsafe(wake.set)
+
+    def _at_exit(self) -> None:
+        self.shutdown()
+
+    def _after_fork(self) -> None:
+        # The parent delivers what it queued; the child starts empty, with fresh threads and locks.
+        self._reset()
+        self.spool = Spool(self.spool.directory)
+
+    # -- the sender thread -------------------------------------------------------------
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        # Our own requests must not be traced: that would make spans, which make records, ...
+        otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._wake = asyncio.Event()
+        ready.set()
+        try:
+            loop.run_until_complete(self._run())
+        except Exception as exc:
+            logger.exception("gateway-otel delivery stopped: %r", exc)
+        finally:
+            self._running = False
+            self._loop = None
+            loop.close()
+            self._spool_leftovers()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        pool = HttpPool(
+            self._host or "http://127.0.0.1", size=self.settings.max_in_flight, timeout=self.settings.timeout
+        )
+        self._http = pool
+        tasks = self._tasks
+        try:
+            while True:
+                now = time.monotonic()
+                if self._stopping and (now >= self._deadline or self._finished()):
+                    break
+                self._take_queue(now)
+                self._drain_spool(now)
+                self._spill_old_inflight(now)
+                self._flush_acks()
+                self._resolve_markers()
+                if self._queue and len(self._inflight) < self.settings.max_in_flight and self._healthy(now):
+                    await asyncio.sleep(0)  # let the requests just started run, then take more
+                    continue
+                self._wake.clear()
+                self._idle = not self._queue
+                if self._queue and not self._idle and self._wake.is_set():
+                    continue
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), TICK)
+                self._idle = False
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await pool.aclose()
+        self._flush_acks()
+        self._spool_leftovers()
+
+    def _finished(self) -> bool:
+        """Nothing left to deliver: the queue, the requests in flight and the spool are empty."""
+        return not self._queue and not self._inflight and not self._claimed and (self._spool_empty or not self._host)
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self._spool_call("delivered", acked)
+
+    def _healthy(self, now: float) -> bool:
+        return self._host is not None and now >= self._retry_at
+
+    def _take_queue(self, now: float) -> None:
+        queue, settings = self._queue, self.settings
+        batch_size = settings.batch_size if settings.batch else 1
+        to_spool: list[tuple[str, bytes]] = []
+        while queue:
+            healthy = self._healthy(now)
+            head = queue[0]
+            if isinstance(head, _Marker):
+                queue.popleft()
+                head.target = self._dispatched + len(to_spool)
+                self._markers.append(head)
+                continue
+            too_old = now - head[2] > SPILL_AFTER
+            if healthy and len(self._inflight) < settings.max_in_flight:
+                records = self._pop_records(batch_size)
+                if records:
+                    self._dispatch(records, fresh=len(records))
+            elif not healthy or too_old or (self._stopping and now >= self._deadline):
+                records = self._pop_records(10_000)
+                to_spool.extend(records)
+                self._dispatched += len(records)
+            else:
+                break
+        if to_spool:
+            self._spool_put(to_spool, error="gateway unavailable" if self._host else "no OPENAPI_HOST")
+            self._resolved += len(to_spool)
+
+    def _pop_records(self, limit: int) -> list[tuple[str, bytes]]:
+        queue = self._queue
+        records: list[tuple[str, bytes]] = []
+        while queue and len(records) < limit and not isinstance(queue[0], _Marker):
+            build, item, _ = queue.popleft()  # type: ignore[misc]
+            record = self._build(build, item)
+            if record is None:  # could not be built: counted as resolved, logged
+                self._dispatched += 1
+                self._resolved += 1
+            else:
+                records.append(record)
+        return records
+
+    def _build(self, build: Builder, item: Any) -> tuple[str, bytes] | None:
+        try:
+            payload = build(item)
+            body = encode(payload)
+        except Exception as exc:
+            log_once("build", "could not build a record: %r", exc, level=logging.ERROR)
+            return None
+        for listener in self.listeners:
+            try:
+                listener(body)
+            except Exception as exc:
+                log_once("listener", "a record listener failed: %r", exc)
+        return str(payload["uuid"]), body
+
+    def _dispatch(
+        self, records: list[tuple[str, bytes]], fresh: int, *, single: bool = False, spooled: bool | None = None
+    ) -> None:
+        single = single or not self.settings.batch
+        unit = _Unit(
+            records, fresh, time.monotonic(), spooled=fresh == 0 if spooled is None else spooled, single=single
+        )
+        self._dispatched += fresh
+        self._inflight[id(unit)] = unit
+        assert self._http is not None
+        task = asyncio.ensure_future(self._send(self._http, unit))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _drain_spool(self, now: float) -> None:
+        """Send spooled records, oldest first, in the slots fresh records leave free."""
+        if self._queue or not self._healthy(now):
+            return
+        per_request = self.settings.batch_size if self.settings.batch else 1
+        claimed = self._claimed
+        while len(self._inflight) < self.settings.max_in_flight:
+            if not claimed:
+                try:
+                    records = self.spool.claim(max(SPOOL_CLAIM, per_request))
+                except Exception as exc:
+                    log_once("spool-claim", "could not read the spool: %r", exc, level=logging.ERROR)
+                    return
+                self._spool_empty = not records
+                if not records:
+                    return
+                claimed.extend((record.uuid, record.body) for record in records)
+            chunk = [claimed.popleft() for _ in range(min(per_request, len(claimed)))]
+            self._dispatch(chunk, fresh=0)
+
+    def _spill_old_inflight(self, now: float) -> None:
+        old = [unit for unit in self._inflight.values() if not unit.spooled and now - unit.started > SPILL_AFTER]
+        for unit in old:
+            self._spool_put(unit.records, error="in flight")
+            unit.spooled = True
+
+    def _resolve_markers(self) -> None:
+        if self._markers:
+            waiting = []
+            for marker in self._markers:
+                if self._resolved >= marker.target:
+                    marker.done.set()
+                else:
+                    waiting.append(marker)
+            self._markers = waiting
+
+    async def _send(self, pool: HttpPool, unit: _Unit) -> None:
+        try:
+            if unit.single:
+                response = await pool.post(REPORT_PATH, unit.records[0][1])
+            else:
+                response = await pool.post(BATCH_PATH, b"[" + b",".join(body for _, body in unit.records) + b"]")
+        except TransportError as exc:
+            self._failed(unit, str(exc), None)
+        except Exception as exc:
+            log_once("send", "unexpected error sending records: %r", exc, level=logging.ERROR)
+            self._failed(unit, repr(exc), None)
+        else:
+            status = response.status
+            if 200 <= status < 300:
+                self._delivered(unit)
+            elif status in RETRYABLE_STATUS or status >= 500:
+                self._failed(unit, f"HTTP {status}", retry_after(response.headers.get("retry-after")))
+            elif not unit.single:
+                # One bad record refuses the whole batch: send them one by one to find it.
+                self._send_singly(unit)
+            else:
+                self._dead_letter(unit, f"HTTP {status}: {response.text[:500]}")
+        finally:
+            self._inflight.pop(id(unit), None)
+            self._resolved += unit.fresh
+            self._resolve_markers()
+            assert self._wake is not None
+            self._wake.set()
+
+    def _delivered(self, unit: _Unit) -> None:
+        self._failures = 0
+        self._retry_at = 0.0
+        if unit.spooled:
+            self._acked.extend(uuid for uuid, _ in unit.records)
+        if self._stopping:  # exit waits while the gateway takes records, up to the hard deadline
+            self._deadline = min(self._hard_deadline, time.monotonic() + self.settings.shutdown_timeout)
+
+    def _failed(self, unit: _Unit, error: str, after: float | None) -> None:
+        self._failures += 1
+        delay = backoff(self._failures, self.settings.max_backoff)
+        if after is not None:
+            delay = max(delay, after)
+        self._retry_at = max(self._retry_at, time.monotonic() + delay)
+        log_once("gateway-down", "gateway-otel: the gateway did not take records (%s); retrying in %.1fs", error, delay)
+        uuids = [uuid for uuid, _ in unit.records]
+        if unit.spooled:
+            self._spool_call("release", uuids, error=error, delay=delay)
+        else:
+            self._spool_put(unit.records, error=error, delay=delay)
+
+    def _dead_letter(self, unit: _Unit, reason: str) -> None:
+        uuid, body = unit.records[0]
+        log_once("dead-letter", "gateway-otel: the gateway refused record %s (%s); kept as a dead letter", uuid, reason)
+        self._spool_call("dead_letter", uuid, body, reason)
+
+    def _send_singly(self, unit: _Unit) -> None:
+        each = 1 if unit.fresh else 0
+        for record in unit.records:
+            self._dispatch([record], each, single=True, spooled=unit.spooled)
+        # Each record now counts for flushes in its own request.
+        self._dispatched -= unit.fresh
+        unit.fresh = 0
+
+    def _spool_put(self, records: list[tuple[str, bytes]], *, error: str, delay: float = 0.0) -> None:
+        self._spool_call("put", records, error=error, delay=delay)
+
+    def _spool_call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            getattr(self.spool, method)(*args, **kwargs)
+        except Exception as exc:
+            log_once(f"spool-{method}", "gateway-otel: spool %s failed: %r", method, exc, level=logging.ERROR)
+
+    def _spool_leftovers(self) -> None:
+        """Write what is still in memory to the spool (at exit, or when the sender stopped)."""
+        records: list[tuple[str, bytes]] = []
+        for unit in list(self._inflight.values()):
+            if not unit.spooled:
+                records.extend(unit.records)
+                unit.spooled = True
+        while self._queue:
+            head = self._queue.popleft()
+            if isinstance(head, _Marker):
+                head.done.set()
+                continue
+            record = self._build(head[0], head[1])
+            if record is not None:
+                records.append(record)
+        if records:
+            self._spool_put(records, error="not delivered before exit")
+        if self._claimed:
+            self._spool_call("release", [uuid for uuid, _ in self._claimed], error="not sent before exit", delay=0.0)
+            self._claimed.clear()
+        for marker in self._markers:
+            marker.done.set()
+        self._markers = []
+
+
+def _call_weak(ref: weakref.ref[Delivery], method: str) -> None:
+    target = ref()
+    if target is not None:
+        getattr(target, method)()

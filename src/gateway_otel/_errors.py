@@ -1,0 +1,19 @@
+"""One exception hierarchy for everything the adapter raises."""
+
+from __future__ import annotations
+
+
+class GatewayOtelError(Exception):
+    """Base of every exception the adapter raises."""
+
+
+class ConfigurationError(GatewayOtelError, ValueError):
+    """An option or environment variable has a value the adapter cannot use."""
+
+
+class AuthorizationException(GatewayOtelError):
+    """The token is missing, malformed or rejected by the gateway."""
+
+
+class GatewayUnavailableError(GatewayOtelError):
+    """The gateway could not be reached or answered with a server error."""

@@ -1,0 +1,172 @@
+"""``configure()``: one pipeline per process, joined to the TracerProvider in force."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from ._delivery import Delivery
+from ._exporter import GatewaySpanExporter, _instances
+from ._processor import OperationSpanProcessor
+from ._sampling import BillingSafeSampler
+from ._scrub import Scrubber
+from ._settings import Settings, load_settings
+from ._spool import Spool
+
+logger = logging.getLogger("gateway_otel")
+
+INSTRUMENTATION_NAME = "gateway_otel"
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """What ``configure()`` set up: everything the decorator and the middleware read on the hot path."""
+
+    settings: Settings
+    provider: TracerProvider
+    tracer: trace.Tracer
+    processor: OperationSpanProcessor
+    delivery: Delivery
+    scrubber: Scrubber
+    service: str
+
+
+_state: Pipeline | None = None
+_lock = threading.RLock()
+_warned_no_host = False
+
+
+def current() -> Pipeline:
+    """The process's pipeline, configured from the environment on first use."""
+    state = _state
+    if state is None:
+        return configure()
+    return state
+
+
+def configure(**options: Any) -> Pipeline:
+    """Set the adapter up (keyword options or ``GATEWAY_OTEL_*`` / ``OPENAPI_HOST`` / ``OTEL_*``).
+
+    Joins the SDK ``TracerProvider`` already set, or sets one. Calling it again with other options
+    flushes the previous delivery pipeline and replaces it; with the same options it does nothing.
+    """
+    global _state
+    settings = load_settings(options)
+    with _lock:
+        old = _state
+        if old is not None and old.settings == settings:
+            return old
+        provider, created = _provider()
+        _make_billing_safe(provider)
+        delivery = Delivery(settings, Spool(settings.spool_dir))
+        exporter = GatewaySpanExporter(delivery, in_records=False)
+        for made_by_sdk in list(_instances):
+            made_by_sdk.quiet()
+        if old is not None and old.provider is provider:
+            processor = old.processor
+            processor.use(exporter)
+            old.delivery.shutdown()
+        else:
+            processor = OperationSpanProcessor(exporter)
+            provider.add_span_processor(processor)
+        if created or settings.otlp:
+            _add_otlp(provider, settings)
+        resource = provider.resource.attributes
+        _state = Pipeline(
+            settings=settings,
+            provider=provider,
+            tracer=provider.get_tracer(INSTRUMENTATION_NAME),
+            processor=processor,
+            delivery=delivery,
+            scrubber=Scrubber(settings.redact_patterns, settings.redact_allow),
+            service=str(resource.get("service.name", "unknown_service")),
+        )
+    _warn_without_host(settings)
+    return _state
+
+
+def _provider() -> tuple[TracerProvider, bool]:
+    """The SDK provider in force, or a new one set globally; ``True`` when this call made it."""
+    current_provider = trace.get_tracer_provider()
+    if isinstance(current_provider, TracerProvider):
+        return current_provider, False
+    provider = TracerProvider(resource=Resource.create())
+    if isinstance(current_provider, trace.ProxyTracerProvider):
+        trace.set_tracer_provider(provider)
+    else:
+        logger.warning(
+            "gateway-otel: the TracerProvider in force (%s) is not the OpenTelemetry SDK's; operation spans "
+            "go through a provider of their own",
+            type(current_provider).__name__,
+        )
+    return provider, True
+
+
+def _make_billing_safe(provider: TracerProvider) -> None:
+    # The SDK has no public setter for a provider's sampler; tracers made afterwards take this one.
+    sampler = provider.sampler
+    if not isinstance(sampler, BillingSafeSampler):
+        provider._sampler = BillingSafeSampler(sampler)  # type: ignore[attr-defined]
+
+
+def _add_otlp(provider: TracerProvider, settings: Settings) -> None:
+    wanted = settings.otlp
+    if wanted is None:
+        wanted = any(
+            os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        )
+    if not wanted:
+        return
+    processor: SpanProcessor | None = _otlp_processor()
+    if processor is not None:
+        provider.add_span_processor(processor)
+
+
+def _otlp_processor() -> SpanProcessor | None:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+            return BatchSpanProcessor(GrpcExporter())
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return BatchSpanProcessor(HttpExporter())
+    except ImportError:
+        logger.warning("gateway-otel: OTLP export asked for, but install gateway-otel[otlp] for it")
+        return None
+
+
+def _warn_without_host(settings: Settings) -> None:
+    global _warned_no_host
+    if settings.gateway_configured or _warned_no_host:
+        return
+    _warned_no_host = True
+    logger.warning(
+        "gateway-otel: OPENAPI_HOST is not set: every caller is accepted as 'anonymous' and operation "
+        "records stay in the local spool (%s) until a gateway is configured",
+        settings.spool_dir,
+    )
+
+
+def force_flush(timeout: float | None = None) -> bool:
+    """Wait until every record so far is delivered to the gateway (or spooled)."""
+    state = _state
+    return True if state is None else state.delivery.force_flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Deliver what can be delivered within ``timeout`` seconds and spool the rest."""
+    state = _state
+    if state is not None:
+        state.delivery.shutdown(timeout)

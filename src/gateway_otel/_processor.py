@@ -1,0 +1,42 @@
+"""The span processor: ``in`` records at span start, ``out`` records at span end, none ever dropped."""
+
+from __future__ import annotations
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from . import _attributes as attrs
+from ._exporter import GatewaySpanExporter, in_record, out_record
+
+
+class OperationSpanProcessor(SpanProcessor):
+    """Hands every operation span (one with ``gateway.op_type``) to the gateway exporter's delivery.
+
+    Unlike ``BatchSpanProcessor``, nothing is dropped when a burst outruns the network: the
+    delivery queue spills to the spool instead. It sees the spans of traces the sampler dropped
+    too (they are recorded, not sampled), so billing never depends on sampling.
+    """
+
+    def __init__(self, exporter: GatewaySpanExporter) -> None:
+        self.use(exporter)
+
+    def use(self, exporter: GatewaySpanExporter) -> None:
+        """Report through ``exporter`` from now on (``configure()`` called again)."""
+        self.exporter = exporter
+        self._submit = exporter.delivery().submit
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = span.attributes
+        if attributes and attrs.OP_TYPE in attributes:
+            self._submit(in_record, span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attributes = span.attributes
+        if attributes and attrs.OP_TYPE in attributes:
+            self._submit(out_record, span)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)

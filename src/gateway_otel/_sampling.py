@@ -1,0 +1,41 @@
+"""Sampling that never costs revenue: operation spans are always recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
+
+from . import _attributes as attrs
+
+
+class BillingSafeSampler(Sampler):
+    """Wraps a sampler: where it drops an operation span, the span is still recorded (not sampled).
+
+    A recorded span reaches ``OperationSpanProcessor`` (so its records are reported to the gateway)
+    but not the exporters behind ``BatchSpanProcessor`` (so OTLP keeps the sampled share only).
+    """
+
+    def __init__(self, delegate: Sampler) -> None:
+        self.delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        result = self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+        if result.decision is Decision.DROP and attributes and attrs.OP_TYPE in attributes:
+            return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
+        return result
+
+    def get_description(self) -> str:
+        return f"BillingSafeSampler{{{self.delegate.get_description()}}}"

@@ -1,0 +1,126 @@
+"""The one scrubbing policy: secrets never leave the process.
+
+Names that hold secrets (authorization, token, password, secret, api key, cookie, session,
+credential, private key; case and separator insensitive) have their values replaced by
+``"[REDACTED]"`` wherever they appear: argument names, dict keys, headers, URL query parameters.
+``Bearer`` credentials inside strings are redacted too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+REDACTED = "[REDACTED]"
+
+_SECRET_WORDS = (
+    "authorization",
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "apikey",
+    "cookie",
+    "session",
+    "credential",
+    "privatekey",
+    "accesskey",
+    "signature",
+)
+_SECRET_EXACT = frozenset({"auth", "jwt", "otp"})
+#: Names that match a secret word but count things rather than hold secrets (LLM parameters).
+_DEFAULT_ALLOW = frozenset(
+    {"maxtokens", "maxnewtokens", "prompttokens", "completiontokens", "totaltokens", "numtokens", "tokencount"}
+)
+_SEPARATORS = re.compile(r"[^a-z0-9]")
+#: Cheap first pass over serialized JSON: when none of these occur, nothing needs scrubbing.
+_SUSPECT = re.compile(
+    rb"(?i)auth|token|passw|pwd|secret|api.?key|cookie|session|credential|private.?key|access.?key|signature"
+    rb'|bearer|"(?:jwt|otp)"'
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}")
+#: ``name=value`` in URL queries and free text, ``name: value`` in free text.
+_NAMED_VALUE = re.compile(r"""((?:^|(?<=[?&;,\s({\[]))([A-Za-z0-9_.\-]+)(?:=|:\s*))("[^"]*"|'[^']*'|[^?&#\s,;)}\]]*)""")
+
+
+def normalize(name: str) -> str:
+    return _SEPARATORS.sub("", name.lower())
+
+
+class Scrubber:
+    """Redacts secrets by name, in structures, in URLs and in serialized JSON."""
+
+    def __init__(self, patterns: Iterable[str] = (), allow: Iterable[str] = ()) -> None:
+        self._patterns = [re.compile(pattern, re.IGNORECASE) for pattern in patterns]
+        self._allow = _DEFAULT_ALLOW | {normalize(name) for name in allow}
+        self._cache: dict[str, bool] = {}
+
+    def is_secret(self, name: object) -> bool:
+        """Whether values under this name (argument, key, header, query parameter) are secrets."""
+        if not isinstance(name, str):
+            return False
+        known = self._cache.get(name)
+        if known is not None:
+            return known
+        flat = normalize(name)
+        secret = flat not in self._allow and (
+            flat in _SECRET_EXACT
+            or any(word in flat for word in _SECRET_WORDS)
+            or any(pattern.search(name) for pattern in self._patterns)
+        )
+        if len(self._cache) < 4096:
+            self._cache[name] = secret
+        return secret
+
+    def scrub_text(self, text: str) -> str:
+        """Redact ``Bearer`` credentials and secret query parameters inside free text."""
+        text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+        if "=" in text or ":" in text:
+            text = _NAMED_VALUE.sub(self._named_repl, text)
+        return text
+
+    def _named_repl(self, match: re.Match[str]) -> str:
+        return match.group(1) + REDACTED if self.is_secret(match.group(2)) else match.group(0)
+
+    def scrub_url(self, url: str) -> str:
+        """The URL with secret query parameters and user info redacted."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return self.scrub_text(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(self.is_secret(key) for key, _ in pairs):
+                query = urlencode(
+                    [(key, REDACTED if self.is_secret(key) else value) for key, value in pairs], safe="[]"
+                )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+    def scrub(self, value: Any) -> Any:
+        """A copy of a JSON-like structure with every secret redacted."""
+        if isinstance(value, dict):
+            return {key: REDACTED if self.is_secret(key) else self.scrub(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.scrub(item) for item in value]
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        return value
+
+    def scrub_json(self, data: bytes) -> bytes:
+        """Serialized JSON with every secret redacted; returns ``data`` itself when nothing is suspect."""
+        if _SUSPECT.search(data) is None:
+            return data
+        return orjson.dumps(self.scrub(orjson.loads(data)))
+
+
+#: The policy in force; ``configure()`` replaces it with one that has the configured extras.
+default_scrubber = Scrubber()

@@ -1,0 +1,130 @@
+"""Settings: every option is a keyword of ``configure()`` and an environment variable.
+
+Code arguments take precedence over the environment, as in the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigurationError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _default_spool_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "gateway-otel")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Resolved configuration of the adapter."""
+
+    #: Gateway base URL (``OPENAPI_HOST``). ``None``: no gateway, records stay in the spool.
+    openapi_host: str | None = None
+    #: Refuse to start without ``openapi_host``.
+    require_gateway: bool = False
+    #: Directory of the SQLite spool of undelivered records.
+    spool_dir: str = dataclasses.field(default_factory=_default_spool_dir)
+    #: Cap of each of ``request`` and ``response`` in a record, in bytes of JSON.
+    max_payload_bytes: int = 64 * 1024
+    #: Records held in memory before they spill to the spool.
+    queue_size: int = 20_000
+    #: Concurrent requests to the gateway.
+    max_in_flight: int = 8
+    #: Use the reference gateway's batch endpoint ``/v1/openapi/report/logs``.
+    batch: bool = False
+    #: Records per batch request.
+    batch_size: int = 500
+    #: Seconds before a request to the gateway times out.
+    timeout: float = 5.0
+    #: Seconds ``shutdown()`` and exit wait for the gateway to take a record before spooling the rest.
+    shutdown_timeout: float = 5.0
+    #: Longest time exit keeps delivering while the gateway keeps taking records, in seconds.
+    drain_on_exit: float = 60.0
+    #: Longest pause between two retries of one record, in seconds.
+    max_backoff: float = 30.0
+    #: Seconds a validated token stays cached.
+    token_ttl: float = 300.0
+    #: Seconds a rejected token stays cached.
+    token_failure_ttl: float = 5.0
+    #: Trust ``gateway.*`` entries of incoming W3C baggage (an internal service behind the gateway).
+    trust_upstream: bool = False
+    #: Also export spans over OTLP (``None``: when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
+    otlp: bool | None = None
+    #: Extra patterns (regular expressions) of names whose values are secrets.
+    redact_patterns: tuple[str, ...] = ()
+    #: Names never redacted even when they match a secret pattern.
+    redact_allow: tuple[str, ...] = ()
+
+    @property
+    def gateway_configured(self) -> bool:
+        return bool(self.openapi_host)
+
+
+_ENV_NAMES = {
+    "openapi_host": "OPENAPI_HOST",
+}
+
+
+def env_name(option: str) -> str:
+    """The environment variable that sets ``option``."""
+    return _ENV_NAMES.get(option, f"GATEWAY_OTEL_{option.upper()}")
+
+
+def _convert(field: dataclasses.Field[Any], option: str, raw: Any) -> Any:
+    kind = str(field.type)
+    try:
+        if kind.startswith("bool"):
+            if isinstance(raw, bool) or raw is None:
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False if kind == "bool" else None
+            raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+        if kind == "int":
+            value: Any = int(raw)
+            if value <= 0:
+                raise ValueError("must be positive")
+            return value
+        if kind == "float":
+            value = float(raw)
+            if value <= 0:
+                raise ValueError("must be positive")
+            return value
+        if kind.startswith("tuple"):
+            if isinstance(raw, str):
+                return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return tuple(str(part) for part in raw)
+        if kind.startswith("str | None"):
+            return str(raw).strip().rstrip("/") or None if raw is not None else None
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"invalid value {raw!r} for {option} ({env_name(option)}): {exc}") from None
+
+
+def load_settings(options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings from keyword ``options`` over the environment over defaults."""
+    environ = os.environ if environ is None else environ
+    fields = {field.name: field for field in dataclasses.fields(Settings)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ConfigurationError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    values: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name in options:
+            values[name] = _convert(field, name, options[name])
+        elif env_name(name) in environ:
+            values[name] = _convert(field, name, environ[env_name(name)])
+    settings = Settings(**values)
+    if settings.require_gateway and not settings.gateway_configured:
+        raise ConfigurationError("OPENAPI_HOST is not set and GATEWAY_OTEL_REQUIRE_GATEWAY=1 requires a gateway")
+    return settings

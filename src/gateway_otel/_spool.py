@@ -1,0 +1,198 @@
+"""The durable spool: records that cannot be delivered now wait in SQLite (WAL) on disk.
+
+Several processes may share one spool file: a record is claimed by one sender at a time, and a
+claim left by a process that died expires, so the next process delivers it. The gateway
+deduplicates by uuid, so a record delivered by a process that died before it could delete it
+is acknowledged, not stored twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import threading
+import time
+import uuid as uuid_module
+from collections.abc import Iterable
+from pathlib import Path
+
+SPOOL_FILE = "spool.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    uuid TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    claimed_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS records_due ON records (not_before, created);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    uuid TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class SpooledRecord:
+    uuid: str
+    body: bytes
+    created: float
+    attempts: int
+    last_error: str | None = None
+
+
+class Spool:
+    """Records waiting on disk, oldest first."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, claim_seconds: float = 60.0) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / SPOOL_FILE
+        self._claim_seconds = claim_seconds
+        self._owner = uuid_module.uuid4().hex
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            os.chmod(self.path, 0o600)
+            self._conn, self._pid = conn, os.getpid()
+            self._owner = uuid_module.uuid4().hex
+        return self._conn
+
+    def put(self, records: Iterable[tuple[str, bytes]], *, error: str | None = None, delay: float = 0.0) -> int:
+        """Store records (uuid, body); a uuid already there is kept once. Returns how many were new."""
+        now = time.time()
+        rows = [(uuid, body, now, now + delay, error) for uuid, body in records]
+        if not rows:
+            return 0
+        with self._lock:
+            conn = self._connection()
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO records (uuid, body, created, not_before, last_error) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            return conn.total_changes - before
+
+    def claim(self, limit: int) -> list[SpooledRecord]:
+        """Take up to ``limit`` due records, oldest first, for this process to send."""
+        now = time.time()
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT uuid, body, created, attempts, last_error FROM records"
+                    " WHERE not_before <= ? AND (claimed_by IS NULL OR claimed_until < ?)"
+                    " ORDER BY created LIMIT ?",
+                    (now, now, limit),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE records SET claimed_by = ?, claimed_until = ? WHERE uuid = ?",
+                    [(self._owner, now + self._claim_seconds, row[0]) for row in rows],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return [SpooledRecord(*row) for row in rows]
+
+    def delivered(self, uuids: Iterable[str]) -> None:
+        with self._lock:
+            self._connection().executemany("DELETE FROM records WHERE uuid = ?", [(uuid,) for uuid in uuids])
+
+    def release(self, uuids: Iterable[str], *, error: str, delay: float) -> None:
+        """Give claimed records back, to be tried again after ``delay`` seconds."""
+        not_before = time.time() + delay
+        with self._lock:
+            self._connection().executemany(
+                "UPDATE records SET claimed_by = NULL, claimed_until = 0, attempts = attempts + 1,"
+                " not_before = ?, last_error = ? WHERE uuid = ?",
+                [(not_before, error, uuid) for uuid in uuids],
+            )
+
+    def dead_letter(self, uuid: str, body: bytes, reason: str) -> None:
+        """Set a record aside that the gateway refused; it is kept with the reason, not retried."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT OR REPLACE INTO dead_letters (uuid, body, created, reason) VALUES (?, ?, ?, ?)",
+                    (uuid, body, time.time(), reason),
+                )
+                conn.execute("DELETE FROM records WHERE uuid = ?", (uuid,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def pending(self) -> list[SpooledRecord]:
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute("SELECT uuid, body, created, attempts, last_error FROM records ORDER BY created")
+                .fetchall()
+            )
+        return [SpooledRecord(*row) for row in rows]
+
+    def dead_letters(self) -> list[SpooledRecord]:
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute("SELECT uuid, body, created, 0, reason FROM dead_letters ORDER BY created")
+                .fetchall()
+            )
+        return [SpooledRecord(*row) for row in rows]
+
+    def counts(self) -> tuple[int, int]:
+        """(records waiting, dead letters)."""
+        with self._lock:
+            conn = self._connection()
+            waiting = conn.execute("SELECT count(*) FROM records").fetchone()[0]
+            dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return int(waiting), int(dead)
+
+    def requeue_dead_letters(self) -> int:
+        """Move dead letters back to be delivered again (after the cause was fixed)."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                moved = conn.execute(
+                    "INSERT OR IGNORE INTO records (uuid, body, created) SELECT uuid, body, created FROM dead_letters"
+                ).rowcount
+                conn.execute("DELETE FROM dead_letters")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return int(moved)
+
+    def purge(self, *, dead_only: bool = False) -> int:
+        with self._lock:
+            conn = self._connection()
+            removed = conn.execute("DELETE FROM dead_letters").rowcount
+            if not dead_only:
+                removed += conn.execute("DELETE FROM records").rowcount
+        return int(removed)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None

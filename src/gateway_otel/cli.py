@@ -1,0 +1,260 @@
+"""The ``gateway-otel`` command: demo, reference gateway, request logs, checks, spool."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from ._settings import load_settings
+from ._spool import Spool
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+HostOption = Annotated[
+    str | None, typer.Option("--host", help="gateway base URL (default: $OPENAPI_HOST)", show_default=False)
+]
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def _duration(record: dict[str, Any]) -> str:
+    return f"{record.get('durationMillis', 0)} ms"
+
+
+def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
+    """A request's records as a tree of operations (nesting from the spans' parent ids)."""
+    by_span: dict[str, dict[str, Any]] = {}
+    for record in records:
+        extra = record.get("extraInfo") or {}
+        key = str(extra.get("spanId") or record["uuid"])
+        entry = by_span.setdefault(key, {"parent": extra.get("parentSpanId"), "in": None, "out": None})
+        entry[record["opLogType"]] = record
+    callers = sorted({str(r["callerId"]) for r in records})
+    billed = sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"])
+    root = Tree(
+        f"[bold]request[/] {request_id}  [dim]caller[/] {', '.join(callers)}  "
+        f"[dim]records[/] {len(records)}  [dim]billed[/] {billed}"
+    )
+    nodes: dict[str, Tree] = {}
+
+    def label(entry: dict[str, Any]) -> str:
+        record = entry["out"] or entry["in"]
+        parts = [f"[bold]{record['opType']}[/]"]
+        service = (record.get("extraInfo") or {}).get("service")
+        if service:
+            parts.append(f"[dim]{service}[/]")
+        out = entry["out"]
+        if out is None:
+            parts.append("[yellow]in only (running or lost)[/]")
+        else:
+            status = out["operationStatus"]
+            parts.append(f"[green]{status}[/]" if status == "success" else f"[red]{status}[/]")
+            parts.append(_duration(out))
+            if out["isCostLog"]:
+                parts.append("[magenta]billed[/]")
+            if out.get("errMsg"):
+                parts.append(f"[red]{out['errMsg']}[/]")
+        if entry["in"] is None:
+            parts.append("[yellow]no in record[/]")
+        return "  ".join(parts)
+
+    def attach(key: str) -> Tree:
+        if key in nodes:
+            return nodes[key]
+        entry = by_span[key]
+        parent_key = entry["parent"]
+        parent = attach(parent_key) if parent_key in by_span and parent_key != key else root
+        nodes[key] = parent.add(label(entry))
+        return nodes[key]
+
+    def start(key: str) -> int:
+        entry = by_span[key]
+        return int((entry["in"] or entry["out"])["startTimeMillis"])
+
+    for key in sorted(by_span, key=start):
+        attach(key)
+    return root
+
+
+def billing_table(stats: dict[str, Any]) -> Table:
+    table = Table(title="billing at the gateway")
+    for column in ("caller", "billed records", "charged", "balance"):
+        table.add_column(column, justify="right" if column != "caller" else "left")
+    for row in stats["billing"]:
+        table.add_row(row["callerId"], str(row["billedRecords"]), f"{row['charged']:.2f}", f"{row['balance']:.2f}")
+    return table
+
+
+def fetch_records(host: str, request_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{host.rstrip('/')}/v1/openapi/log/{request_id}", timeout=10)
+    response.raise_for_status()
+    return list(response.json()["data"])
+
+
+def _host(host: str | None) -> str:
+    value = host or os.environ.get("OPENAPI_HOST")
+    if not value:
+        console.print("[red]no gateway: pass --host or set OPENAPI_HOST[/]")
+        raise typer.Exit(2)
+    return value.rstrip("/")
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@app.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8600,
+    db: Annotated[Path | None, typer.Option(help="SQLite database (default: a temporary one)")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON file of callers, tokens, models, balances, prices")] = None,
+    demo: Annotated[bool, typer.Option(help="also know the demo callers alice and bob")] = False,
+) -> None:
+    """Run the reference gateway."""
+    from .gateway import run
+
+    console.print(f"reference gateway on http://{host}:{port}  (db: {db or 'temporary'})")
+    run(host, port, db=db, config=config, demo=demo, log_level="info")
+
+
+@app.command()
+def logs(request_id: str, host: HostOption = None) -> None:
+    """Show a request's records as a tree."""
+    records = fetch_records(_host(host), request_id)
+    if not records:
+        console.print(f"no records for request {request_id}")
+        raise typer.Exit(1)
+    console.print(record_tree(request_id, records))
+
+
+@app.command()
+def check(host: HostOption = None) -> None:
+    """Report the configuration and whether the gateway answers; exit code 1 when not ready."""
+    options = {"openapi_host": host} if host else {}
+    try:
+        settings = load_settings(options)
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(1) from None
+    table = Table(show_header=False)
+    table.add_row("OPENAPI_HOST", settings.openapi_host or "[red]not set[/]")
+    table.add_row("spool", settings.spool_dir)
+    ready = False
+    if settings.openapi_host:
+        try:
+            response = httpx.get(f"{settings.openapi_host}/v1/openapi/validate/tokens", timeout=5)
+            ready = response.status_code < 500
+            table.add_row("gateway", f"[green]answers[/] (HTTP {response.status_code})" if ready else "[red]error[/]")
+        except httpx.HTTPError as exc:
+            table.add_row("gateway", f"[red]unreachable[/]: {exc}")
+    with contextlib.suppress(Exception):
+        waiting, dead = Spool(settings.spool_dir).counts()
+        table.add_row("spooled records", f"{waiting} waiting, {dead} dead letters")
+    console.print(table)
+    if not ready:
+        console.print(
+            "[red]not ready[/]: " + ("set OPENAPI_HOST" if not settings.openapi_host else "gateway unreachable")
+        )
+        raise typer.Exit(1)
+    console.print("[green]ready[/]")
+
+
+@app.command()
+def spool(
+    action: Annotated[str, typer.Argument(help="show | replay | purge")] = "show",
+    spool_dir: Annotated[Path | None, typer.Option(help="spool directory (default: $GATEWAY_OTEL_SPOOL_DIR)")] = None,
+    dead_only: Annotated[bool, typer.Option(help="purge: only the dead letters")] = False,
+) -> None:
+    """Show, replay (deliver now, dead letters included) or purge undelivered records."""
+    settings = load_settings({"spool_dir": str(spool_dir)} if spool_dir else {})
+    store = Spool(settings.spool_dir)
+    if action == "show":
+        table = Table(title=f"spool {store.path}")
+        for column in ("uuid", "state", "opType", "requestId", "attempts", "last error / reason"):
+            table.add_column(column)
+        for state, records in (("waiting", store.pending()), ("dead", store.dead_letters())):
+            for record in records:
+                payload = orjson.loads(record.body)
+                table.add_row(
+                    record.uuid,
+                    state,
+                    str(payload.get("opType")),
+                    str(payload.get("requestId")),
+                    str(record.attempts),
+                    record.last_error or "",
+                )
+        console.print(table)
+    elif action == "replay":
+        moved = store.requeue_dead_letters()
+        if not settings.openapi_host:
+            console.print("[red]set OPENAPI_HOST to replay[/]")
+            raise typer.Exit(1)
+        from ._delivery import Delivery
+
+        Delivery(settings, store).replay(timeout=60)
+        waiting, dead = Spool(settings.spool_dir).counts()
+        console.print(f"replayed ({moved} dead letters retried): {waiting} still waiting, {dead} dead letters")
+        raise typer.Exit(0 if waiting == 0 else 1)
+    elif action == "purge":
+        console.print(f"removed {store.purge(dead_only=dead_only)} records")
+    else:
+        console.print(f"[red]unknown action {action!r}[/]: show, replay or purge")
+        raise typer.Exit(2)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_in_thread(asgi_app: Any, port: int) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 in a background thread."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"server on port {port} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@app.command()
+def demo() -> None:
+    """The whole path on one machine: reference gateway, decorated operations, records as trees."""
+    from . import _demo
+
+    with tempfile.TemporaryDirectory(prefix="gateway-otel-demo-") as tmp:
+        _demo.run(console, Path(tmp))
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "billing_table", "fetch_records", "main", "record_tree", "serve_in_thread"]

@@ -1,0 +1,9 @@
+"""The reference gateway: FastAPI + SQLite, serving the whole gateway protocol on 127.0.0.1."""
+
+from __future__ import annotations
+
+from ._app import Faults, Record, create_app
+from ._server import run
+from ._store import DEMO_CALLERS, Store, read_config
+
+__all__ = ["DEMO_CALLERS", "Faults", "Record", "Store", "create_app", "read_config", "run"]

@@ -1,0 +1,260 @@
+"""The reference gateway: the whole protocol over FastAPI and SQLite.
+
+It also accepts what ``ait_openapi`` sends (``request`` as ``[args, kwargs]``, ``durationMillis`` 0),
+so services that have not migrated keep reporting to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._store import Caller, Store
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BATCH = 10_000
+
+
+class Record(BaseModel):
+    """One operation log record, as the protocol defines it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    uuid: str = Field(min_length=1, max_length=128)
+    requestId: str = Field(min_length=1, max_length=256)
+    callerId: str = Field(max_length=256)
+    requestUrl: str = Field(max_length=8192)
+    opLogType: Literal["in", "out"]
+    opType: str = Field(min_length=1, max_length=256)
+    isCostLog: bool
+    operationStatus: Literal["success", "failed"]
+    startTimeMillis: int = Field(ge=0, le=2**53)
+    durationMillis: int = Field(ge=0, le=2**53)
+    request: dict[str, Any] | list[Any]
+    response: Any = None
+    errMsg: str | None = None
+    extraInfo: dict[str, Any] | None = None
+
+
+Authorization = Annotated[str | None, Header(max_length=8192)]
+
+
+class Envelope(BaseModel):
+    code: int = 0
+    msg: str = "ok"
+    data: Any = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+@dataclasses.dataclass
+class Faults:
+    """Misbehaviour on demand, for delivery tests (``create_app(..., faults=Faults())``)."""
+
+    #: Answer ``/report/log(s)`` with this status instead of storing.
+    report_status: int | None = None
+    #: ``Retry-After`` header sent with ``report_status``.
+    retry_after: str | None = None
+    #: Close the connection without an answer.
+    drop: bool = False
+    #: Seconds to wait before answering ``/report/log(s)``.
+    report_delay: float = 0.0
+    #: Seconds to wait before answering ``/validate/tokens``.
+    token_delay: float = 0.0
+    #: uuids answered with 400 (a malformed record).
+    reject_uuids: set[str] = dataclasses.field(default_factory=set)
+    #: Calls of ``/validate/tokens`` so far.
+    token_checks: int = 0
+    #: Calls of ``/report/log(s)`` so far, answered or not.
+    report_calls: int = 0
+
+
+class FaultSettings(BaseModel):
+    """What ``PUT /v1/openapi/faults`` sets (everything off by default)."""
+
+    report_status: int | None = None
+    retry_after: str | None = None
+    drop: bool = False
+    report_delay: float = 0.0
+    token_delay: float = 0.0
+    reject_uuids: list[str] = []
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Envelope, "description": "Malformed request"},
+    401: {"model": Envelope, "description": "Missing or bad token"},
+    413: {"model": Envelope, "description": "Body too large"},
+}
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+def _ok(data: Any) -> Response:
+    return _json({"code": 0, "msg": "ok", "data": data})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"code": status, "msg": message, "data": None}, status, headers)
+
+
+class _BodyLimit:
+    """Refuses bodies over ``MAX_BODY_BYTES`` with 413 before they are read whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                await _error(413, "request body too large")(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise HTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
+    """The reference gateway as an ASGI app over ``store``; ``faults`` enables misbehaviour for tests."""
+    app = FastAPI(
+        title="gateway-otel reference gateway",
+        version="1.0",
+        responses=_ERRORS,
+    )
+    app.state.store = store
+    app.state.faults = faults
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5]]
+        return _error(400, "invalid request: " + "; ".join(errors))
+
+    def caller(authorization: str | None) -> Caller:
+        token = (authorization or "").strip()
+        if token[:7].lower() == "bearer ":
+            token = token[7:].strip()
+        found = store.caller_for_token(token) if token else None
+        if found is None:
+            raise HTTPException(401, "missing or invalid token" if token else "missing token")
+        return found
+
+    @app.get("/v1/openapi/validate/tokens", response_model=Envelope, tags=["auth"])
+    async def validate_tokens(authorization: Authorization = None) -> Any:
+        if faults is not None:
+            faults.token_checks += 1
+            if faults.token_delay:
+                await asyncio.sleep(faults.token_delay)
+        return _ok(caller(authorization).caller_id)
+
+    @app.get("/v1/openapi/support/model", response_model=Envelope, tags=["auth"])
+    async def support_model(model: Annotated[str, Query(max_length=256)], authorization: Authorization = None) -> Any:
+        return _ok(caller(authorization).supports(model))
+
+    @app.get("/v1/openapi/check/account/balance", response_model=Envelope, tags=["auth"])
+    async def account_balance(cost: Annotated[float, Query(ge=0, le=1e12)], authorization: Authorization = None) -> Any:
+        return _ok(caller(authorization).balance >= cost)
+
+    async def faulty(run: Callable[[], Awaitable[Any]], uuids: list[str]) -> Any:
+        bad = faults.reject_uuids.intersection(uuids) if faults is not None else ()
+        if bad:
+            return _error(400, f"malformed record {sorted(bad)[0]}")
+        return await run()
+
+    @app.post("/v1/openapi/report/log", response_model=Envelope, tags=["records"])
+    async def report_log(record: Record) -> Any:
+        async def run() -> Any:
+            result = store.add_records([record.model_dump(exclude_unset=True)], via="report/log")
+            return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
+
+        return await faulty(run, [record.uuid])
+
+    @app.post("/v1/openapi/report/logs", response_model=Envelope, tags=["records"])
+    async def report_logs(records: Annotated[list[Record], Field(max_length=MAX_BATCH)]) -> Any:
+        async def run() -> Any:
+            result = store.add_records([record.model_dump(exclude_unset=True) for record in records], via="report/logs")
+            return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
+
+        return await faulty(run, [record.uuid for record in records])
+
+    @app.get("/v1/openapi/log/{requestId}", response_model=Envelope, tags=["records"])
+    async def log_of(requestId: Annotated[str, Path(max_length=256)]) -> Any:
+        return _ok(store.records_of(requestId))
+
+    @app.get("/v1/openapi/requests", response_model=Envelope, tags=["admin"])
+    async def requests(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+        return _ok(store.request_ids(limit))
+
+    @app.get("/v1/openapi/stats", response_model=Envelope, tags=["admin"])
+    async def stats() -> Any:
+        data = store.stats()
+        if faults is not None:
+            data["tokenChecks"] = faults.token_checks
+            data["reportCalls"] = faults.report_calls
+        return _ok(data)
+
+    if faults is not None:
+
+        @app.put("/v1/openapi/faults", response_model=Envelope, tags=["admin"], include_in_schema=False)
+        async def set_faults(settings: FaultSettings) -> Any:
+            for name, value in settings.model_dump().items():
+                setattr(faults, name, set(value) if name == "reject_uuids" else value)
+            return _ok(True)
+
+    app.add_middleware(_BodyLimit)
+    if faults is not None:
+        app.add_middleware(_FaultInjection, faults=faults)
+    return app
+
+
+class _FaultInjection:
+    """Delays, error answers and dropped connections on the report endpoints, as ``Faults`` says."""
+
+    def __init__(self, app: ASGIApp, faults: Faults) -> None:
+        self.app = app
+        self.faults = faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        faults = self.faults
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/openapi/report/"):
+            await self.app(scope, receive, send)
+            return
+        faults.report_calls += 1
+        if faults.report_delay:
+            await asyncio.sleep(faults.report_delay)
+        if faults.drop:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+            raise ConnectionAbortedError("fault injection: connection dropped mid-response")
+        if faults.report_status is not None:
+            headers = {"retry-after": faults.retry_after} if faults.retry_after else None
+            await _error(faults.report_status, "fault injection", headers)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

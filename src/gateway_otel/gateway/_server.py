@@ -1,0 +1,40 @@
+"""Running the reference gateway under uvicorn."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ._app import Faults, create_app
+from ._store import Store, read_config
+
+
+def build(
+    db: str | Path | None = None, *, config: str | Path | None = None, demo: bool = False, faults: bool = False
+) -> tuple[Store, object]:
+    """A store (a temporary database when ``db`` is None) and the app over it."""
+    if db is None:
+        db = Path(tempfile.mkdtemp(prefix="gateway-otel-")) / "gateway.sqlite3"
+    store = Store(db)
+    if demo:
+        store.load_demo()
+    if config is not None:
+        store.load_config(read_config(config))
+    return store, create_app(store, faults=Faults() if faults else None)
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8600,
+    *,
+    db: str | Path | None = None,
+    config: str | Path | None = None,
+    demo: bool = False,
+    faults: bool = False,
+    log_level: str = "warning",
+) -> None:
+    """Serve the reference gateway until interrupted."""
+    import uvicorn
+
+    _, app = build(db, config=config, demo=demo, faults=faults)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # type: ignore[arg-type]

@@ -1,0 +1,105 @@
+"""Request identity in OTel Context: set/reset, threads, pools, processes."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from opentelemetry import baggage, context
+
+from gateway_otel import (
+    ThreadCopyContext,
+    caller_id_context,
+    context_executor,
+    current_caller_id,
+    current_request_id,
+    request_url_context,
+    run_in_context,
+    trace_id_context,
+)
+
+
+def test_values_are_otel_baggage() -> None:
+    token = trace_id_context.set("req-1")
+    try:
+        assert current_request_id() == "req-1"
+        assert baggage.get_baggage("gateway.request_id") == "req-1"
+        assert trace_id_context.get() == "req-1"
+    finally:
+        trace_id_context.reset(token)
+    assert current_request_id() is None
+
+
+def test_tokens_reset_in_the_order_they_were_set() -> None:
+    # The ait_openapi README sets trace, caller, url and resets them in that same order.
+    t_token = trace_id_context.set("t")
+    c_token = caller_id_context.set("c")
+    r_token = request_url_context.set("r")
+    trace_id_context.reset(t_token)
+    assert (current_request_id(), current_caller_id(), request_url_context.get()) == (None, "c", "r")
+    caller_id_context.reset(c_token)
+    request_url_context.reset(r_token)
+    assert (current_request_id(), current_caller_id(), request_url_context.get()) == (None, None, None)
+
+
+def test_nested_set_and_reset_restore_the_outer_value() -> None:
+    outer = caller_id_context.set("outer")
+    inner = caller_id_context.set("inner")
+    assert current_caller_id() == "inner"
+    caller_id_context.reset(inner)
+    assert current_caller_id() == "outer"
+    caller_id_context.reset(outer)
+    assert current_caller_id() is None
+
+
+def test_thread_copy_context_carries_the_values_and_plain_threads_do_not() -> None:
+    seen: list[Any] = []
+    token = request_url_context.set("http://localhost:8000")
+    try:
+        plain = threading.Thread(target=lambda: seen.append(request_url_context.get()))
+        plain.start()
+        plain.join()
+        copied = ThreadCopyContext(
+            target=lambda suffix: seen.append(f"{request_url_context.get()}{suffix}"), args=("/x",)
+        )
+        copied.start()
+        copied.join()
+    finally:
+        request_url_context.reset(token)
+    assert seen == [None, "http://localhost:8000/x"]
+
+
+def test_context_executor_runs_thread_pool_tasks_in_the_submitters_context() -> None:
+    token = trace_id_context.set("pooled")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            executor = context_executor(pool)
+            assert executor.submit(current_request_id).result() == "pooled"
+            assert list(executor.map(lambda _: current_request_id(), range(3))) == ["pooled"] * 3
+    finally:
+        trace_id_context.reset(token)
+
+
+def _identity() -> tuple[str | None, str | None]:
+    return current_request_id(), current_caller_id()
+
+
+def test_run_in_context_crosses_into_a_process_pool() -> None:
+    t_token = trace_id_context.set("proc-req")
+    c_token = caller_id_context.set("bob")
+    try:
+        with ProcessPoolExecutor(1) as pool:
+            assert pool.submit(run_in_context(_identity)).result(timeout=60) == ("proc-req", "bob")
+    finally:
+        caller_id_context.reset(c_token)
+        trace_id_context.reset(t_token)
+
+
+def test_run_in_context_binds_the_context_at_wrap_time() -> None:
+    token = trace_id_context.set("at-wrap")
+    bound = run_in_context(current_request_id)
+    trace_id_context.reset(token)
+    assert current_request_id() is None
+    assert bound() == "at-wrap"
+    assert context.get_current() is not None

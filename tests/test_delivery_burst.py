@@ -1,0 +1,47 @@
+"""A burst of decorated calls, then a normal interpreter exit: every record arrives once."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import Gateway, eventually, run_script
+
+BURST = """
+import gateway_otel
+from gateway_otel import operation_log, trace_id_context, caller_id_context
+
+@operation_log(is_cost_log=True)
+def bill(i):
+    return i
+
+trace_id_context.set({rid!r})
+caller_id_context.set("alice")
+for i in range({n}):
+    bill(i)
+"""
+
+
+@pytest.mark.slow
+def test_burst_of_10000_calls_then_exit_delivers_every_record_once(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    rid = f"burst-{uuid.uuid4().hex}"
+    before = healthy_gateway.stats()
+    result = run_script(
+        BURST.format(rid=rid, n=10_000),
+        env={
+            "OPENAPI_HOST": healthy_gateway.url,
+            "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path),
+            "OTEL_SERVICE_NAME": "burst",
+        },
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    eventually(lambda: len(healthy_gateway.records(rid)) >= 20_000, timeout=60)
+    records = healthy_gateway.records(rid)
+    assert len(records) == 20_000
+    assert len({r["uuid"] for r in records}) == 20_000
+    assert sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"]) == 10_000
+    after = healthy_gateway.stats()
+    assert after["duplicates"] == before["duplicates"]
