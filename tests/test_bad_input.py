@@ -78,7 +78,7 @@ CASES: dict[str, tuple[Any, Any]] = {
     "cyclic": (_cyclic(), lambda v: v["name"] == "loop" and v["self"].startswith("<cycle")),
     "deep": (_deep(10_000), lambda v: "max depth" in str(v)),
     "lock": (threading.Lock(), lambda v: isinstance(v, str) and "lock" in v),
-    "socket": (_Socket(), lambda v: isinstance(v, str) and "socket" in v),
+    "socket": (_Socket(), lambda v: isinstance(v, str) and "socket" in v.lower()),
     "generator": (_generator(), lambda v: isinstance(v, str) and "generator" in v),
 }
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._client import (
+    GatewayClient,
+    account_balance_enough,
+    check_configuration,
+    support_model,
+    validate_token,
+)
 from ._context import (
     ThreadCopyContext,
     caller_id_context,
@@ -17,6 +24,7 @@ from ._context import (
 from ._decorator import operation_log
 from ._errors import AuthorizationException, ConfigurationError, GatewayOtelError, GatewayUnavailableError
 from ._exporter import GatewaySpanExporter
+from ._instrument import instrument_app
 from ._pipeline import configure as _configure
 from ._pipeline import force_flush, shutdown
 from ._processor import OperationSpanProcessor
@@ -40,6 +48,7 @@ __all__ = [
     "AuthorizationException",
     "BillingSafeSampler",
     "ConfigurationError",
+    "GatewayClient",
     "GatewayOtelError",
     "GatewaySpanExporter",
     "GatewayUnavailableError",
@@ -47,16 +56,21 @@ __all__ = [
     "OperationSpanProcessor",
     "ThreadCopyContext",
     "__version__",
+    "account_balance_enough",
     "caller_id_context",
+    "check_configuration",
     "configure",
     "context_executor",
     "current_caller_id",
     "current_request_id",
     "force_flush",
+    "instrument_app",
     "operation_log",
     "request_url_context",
     "run_in_context",
     "shutdown",
     "submit_log",
+    "support_model",
     "trace_id_context",
+    "validate_token",
 ]

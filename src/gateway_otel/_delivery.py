@@ -387,7 +387,7 @@ class Delivery:
     def _spill_old_inflight(self, now: float) -> None:
         old = [unit for unit in self._inflight.values() if not unit.spooled and now - unit.started > SPILL_AFTER]
         for unit in old:
-            self._spool_put(unit.records, error="in flight")
+            self._spool_call("put", unit.records, error="in flight", claimed=True)
             unit.spooled = True
 
     def _resolve_markers(self) -> None:

@@ -73,17 +73,30 @@ class Spool:
             self._owner = uuid_module.uuid4().hex
         return self._conn
 
-    def put(self, records: Iterable[tuple[str, bytes]], *, error: str | None = None, delay: float = 0.0) -> int:
-        """Store records (uuid, body); a uuid already there is kept once. Returns how many were new."""
+    def put(
+        self,
+        records: Iterable[tuple[str, bytes]],
+        *,
+        error: str | None = None,
+        delay: float = 0.0,
+        claimed: bool = False,
+    ) -> int:
+        """Store records (uuid, body); a uuid already there is kept once. Returns how many were new.
+
+        ``claimed``: this process is still sending them (written ahead, in case it dies), so no
+        sender takes them before the claim expires.
+        """
         now = time.time()
-        rows = [(uuid, body, now, now + delay, error) for uuid, body in records]
-        if not rows:
-            return 0
         with self._lock:
             conn = self._connection()
+            owner, until = (self._owner, now + self._claim_seconds) if claimed else (None, 0.0)
+            rows = [(uuid, body, now, now + delay, error, owner, until) for uuid, body in records]
+            if not rows:
+                return 0
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO records (uuid, body, created, not_before, last_error) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO records (uuid, body, created, not_before, last_error, claimed_by, claimed_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             return conn.total_changes - before

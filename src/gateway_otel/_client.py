@@ -1,0 +1,288 @@
+"""The gateway's authentication and billing checks, with a token cache and single-flight look-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import httpx
+
+from ._errors import AuthorizationException, GatewayUnavailableError
+from ._pipeline import current
+from ._records import ANONYMOUS
+
+VALIDATE_PATH = "/v1/openapi/validate/tokens"
+SUPPORT_MODEL_PATH = "/v1/openapi/support/model"
+BALANCE_PATH = "/v1/openapi/check/account/balance"
+MAX_CACHED_TOKENS = 10_000
+
+
+def token_key(token: str) -> str:
+    """The cache key of a token: a hash, so the cache never holds a token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def bare_token(authorization: str | None) -> str:
+    """The token of an ``Authorization`` value (a bare token or ``Bearer <token>``)."""
+    token = (authorization or "").strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    return token
+
+
+class GatewayClient:
+    """Calls the gateway's ``validate/tokens``, ``support/model`` and ``check/account/balance``.
+
+    Validated tokens are cached (keyed by a hash of the token) for ``token_ttl`` seconds, rejected
+    ones for ``failure_ttl``; network errors are never cached. Concurrent look-ups of one token make
+    one gateway call. Without ``base_url`` every caller is ``anonymous`` and every check passes.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 5.0,
+        token_ttl: float = 300.0,
+        failure_ttl: float = 5.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self._timeout = timeout
+        self._token_ttl = token_ttl
+        self._failure_ttl = failure_ttl
+        self._cache: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._async_flights: dict[tuple[int, str], asyncio.Future[str]] = {}
+        self._sync_flights: dict[str, threading.Event] = {}
+        self._async_clients: dict[int, httpx.AsyncClient] = {}
+        self._sync_client: httpx.Client | None = None
+
+    @classmethod
+    def from_settings(cls) -> GatewayClient:
+        settings = current().settings
+        return cls(
+            settings.openapi_host,
+            timeout=settings.timeout,
+            token_ttl=settings.token_ttl,
+            failure_ttl=settings.token_failure_ttl,
+        )
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def _cached(self, key: str) -> tuple[bool, str | None]:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return False, None
+            expires, caller = entry
+            if expires < time.monotonic():
+                del self._cache[key]
+                return False, None
+            return True, caller
+
+    def _remember(self, key: str, caller: str | None) -> None:
+        ttl = self._token_ttl if caller is not None else self._failure_ttl
+        with self._lock:
+            self._cache[key] = (time.monotonic() + ttl, caller)
+            self._cache.move_to_end(key)
+            while len(self._cache) > MAX_CACHED_TOKENS:
+                self._cache.popitem(last=False)
+
+    @staticmethod
+    def _result(caller: str | None) -> str:
+        if caller is None:
+            raise AuthorizationException("invalid token")
+        return caller
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop_id = id(asyncio.get_running_loop())
+        client = self._async_clients.get(loop_id)
+        if client is None:
+            client = httpx.AsyncClient(base_url=self.base_url or "", timeout=self._timeout)
+            self._async_clients[loop_id] = client
+        return client
+
+    def _client(self) -> httpx.Client:
+        if self._sync_client is None:
+            self._sync_client = httpx.Client(base_url=self.base_url or "", timeout=self._timeout)
+        return self._sync_client
+
+    @staticmethod
+    def _data(response: httpx.Response) -> Any:
+        if response.status_code in (401, 403):
+            raise AuthorizationException("invalid token")
+        if response.status_code >= 400:
+            raise GatewayUnavailableError(f"gateway answered HTTP {response.status_code}")
+        try:
+            return response.json()["data"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GatewayUnavailableError(f"gateway answered something else than its envelope: {exc!r}") from None
+
+    async def _aget(self, path: str, token: str, params: dict[str, Any] | None = None) -> Any:
+        try:
+            response = await self._async_client().get(path, params=params, headers={"authorization": token})
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailableError(f"gateway unreachable: {exc!r}") from exc
+        return self._data(response)
+
+    def _get(self, path: str, token: str, params: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._client().get(path, params=params, headers={"authorization": token})
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailableError(f"gateway unreachable: {exc!r}") from exc
+        return self._data(response)
+
+    # -- token validation -----------------------------------------------------------------------
+
+    async def avalidate_token(self, token: str | None) -> str:
+        """The caller id of ``token``; raises ``AuthorizationException`` when the gateway rejects it."""
+        token = bare_token(token)
+        if self.base_url is None:
+            return ANONYMOUS
+        if not token:
+            raise AuthorizationException("missing token")
+        key = token_key(token)
+        hit, caller = self._cached(key)
+        if hit:
+            return self._result(caller)
+        flight_key = (id(asyncio.get_running_loop()), key)
+        flight = self._async_flights.get(flight_key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        flight = asyncio.get_running_loop().create_future()
+        self._async_flights[flight_key] = flight
+        try:
+            caller = await self._alookup(token, key)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            flight.set_result(caller)
+            return caller
+        finally:
+            del self._async_flights[flight_key]
+
+    async def _alookup(self, token: str, key: str) -> str:
+        try:
+            caller = str(await self._aget(VALIDATE_PATH, token))
+        except AuthorizationException:
+            self._remember(key, None)
+            raise
+        self._remember(key, caller)
+        return caller
+
+    def validate_token(self, token: str | None) -> str:
+        """The caller id of ``token`` (blocking); raises ``AuthorizationException`` on a bad token."""
+        token = bare_token(token)
+        if self.base_url is None:
+            return ANONYMOUS
+        if not token:
+            raise AuthorizationException("missing token")
+        key = token_key(token)
+        while True:
+            hit, caller = self._cached(key)
+            if hit:
+                return self._result(caller)
+            with self._lock:
+                waiting = self._sync_flights.get(key)
+                if waiting is None:
+                    self._sync_flights[key] = threading.Event()
+            if waiting is None:
+                break
+            waiting.wait(self._timeout + 1)
+            if not self._cached(key)[0]:  # the other look-up failed on the network: try ourselves
+                break
+        try:
+            caller = str(self._get(VALIDATE_PATH, token))
+        except AuthorizationException:
+            self._remember(key, None)
+            raise
+        finally:
+            with self._lock:
+                event = self._sync_flights.pop(key, None)
+            if event is not None:
+                event.set()
+        self._remember(key, caller)
+        return caller
+
+    # -- billing checks ------------------------------------------------------------------------
+
+    async def asupport_model(self, token: str | None, model: str) -> bool:
+        if self.base_url is None:
+            return True
+        return bool(await self._aget(SUPPORT_MODEL_PATH, bare_token(token), {"model": model}))
+
+    def support_model(self, token: str | None, model: str) -> bool:
+        if self.base_url is None:
+            return True
+        return bool(self._get(SUPPORT_MODEL_PATH, bare_token(token), {"model": model}))
+
+    async def aaccount_balance_enough(self, token: str | None, cost: float = 0.0) -> bool:
+        if self.base_url is None:
+            return True
+        return bool(await self._aget(BALANCE_PATH, bare_token(token), {"cost": cost}))
+
+    def account_balance_enough(self, token: str | None, cost: float = 0.0) -> bool:
+        if self.base_url is None:
+            return True
+        return bool(self._get(BALANCE_PATH, bare_token(token), {"cost": cost}))
+
+    def check(self) -> bool:
+        """Whether the gateway answers at all (any answer below 500 counts)."""
+        if self.base_url is None:
+            return False
+        try:
+            return self._client().get(VALIDATE_PATH).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    async def aclose(self) -> None:
+        clients, self._async_clients = self._async_clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+
+_default: GatewayClient | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> GatewayClient:
+    """The process's client, configured like the pipeline."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.base_url != (current().settings.openapi_host or None):
+            _default = GatewayClient.from_settings()
+        return _default
+
+
+def validate_token(token: str) -> str:
+    """The caller id of ``token``; raises ``AuthorizationException`` on a bad token."""
+    return default_client().validate_token(token)
+
+
+def support_model(token: str, model: str) -> bool:
+    """Whether the token's caller may use ``model``."""
+    return default_client().support_model(token, model)
+
+
+def account_balance_enough(token: str, cost: float = 0.0) -> bool:
+    """Whether the token's caller has at least ``cost`` left."""
+    return default_client().account_balance_enough(token, cost)
+
+
+def check_configuration(connect: bool = False) -> bool:
+    """``True`` when the gateway is configured (and, with ``connect=True``, answers)."""
+    try:
+        settings = current().settings
+    except Exception:
+        return False
+    if not settings.gateway_configured:
+        return False
+    return default_client().check() if connect else True

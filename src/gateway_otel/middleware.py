@@ -1,0 +1,225 @@
+"""Pure ASGI middleware: authenticate against the gateway and set the request's identity in OTel Context.
+
+For each request not excluded: the token is validated (cached, async, never blocking the event
+loop), a bad one is answered with 401 and a JSON body; the request id (a sane ``X-Request-ID``
+or the trace id), the caller id (from the token alone) and the request URL (secrets scrubbed)
+are set in the OTel Context; ``X-Request-ID`` is returned on the response; the context is reset
+in all cases.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from urllib.parse import parse_qsl
+
+import orjson
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.baggage import get_all as get_baggage
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import _attributes as attrs
+from ._client import GatewayClient, default_client
+from ._context import with_identity, without_identity
+from ._errors import AuthorizationException, GatewayUnavailableError
+from ._pipeline import current
+from .logging import request_started
+
+__all__ = ["HttpContextMiddleware", "WebSocketHttpContextMiddleware", "sane_request_id"]
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+#: WebSocket close code for a policy violation (a bad token).
+POLICY_VIOLATION = 1008
+
+
+def sane_request_id(value: str | None) -> str | None:
+    """``value`` when it is a usable request id (1-128 of ``[A-Za-z0-9._:-]``), else ``None``."""
+    if value and _SANE_REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    parts = []
+    for pattern in patterns:
+        regex = ""
+        for piece in re.split(r"(<[^>/]*>|\*)", pattern):
+            if piece == "*":
+                regex += ".*"
+            elif piece.startswith("<") and piece.endswith(">"):
+                regex += "[^/]+"
+            else:
+                regex += re.escape(piece)
+        parts.append(regex)
+    return re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _url(scope: Scope) -> str:
+    scheme = scope.get("scheme", "http")
+    host = _header(scope, b"host")
+    if host is None:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else "localhost"
+    query = scope.get("query_string", b"").decode("latin-1")
+    path = scope.get("root_path", "") + scope.get("path", "")
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+
+class _ContextMiddlewareBase:
+    scope_type = "http"
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        exclude_path: Sequence[str] | None = None,
+        *,
+        exclude_url: Sequence[str] | None = None,
+        client: GatewayClient | None = None,
+        trust_upstream: bool | None = None,
+    ) -> None:
+        self.app = app
+        self._exclude = _compile_excludes([*(exclude_path or ()), *(exclude_url or ())])
+        self._client = client
+        self._trust_upstream = trust_upstream
+
+    @property
+    def client(self) -> GatewayClient:
+        if self._client is None:
+            self._client = default_client()
+        return self._client
+
+    def excluded(self, path: str) -> bool:
+        return self._exclude is not None and self._exclude.fullmatch(path) is not None
+
+    def _trusted(self) -> bool:
+        if self._trust_upstream is None:
+            self._trust_upstream = current().settings.trust_upstream
+        return self._trust_upstream
+
+    def _identity(self, scope: Scope, caller_id: str | None) -> tuple[otel_context.Context, str]:
+        base = otel_context.get_current()
+        upstream = get_baggage(base)
+        if self._trusted():
+            request_id = sane_request_id(str(upstream.get(attrs.REQUEST_ID) or "")) or None
+            caller_id = caller_id or _str(upstream.get(attrs.CALLER_ID))
+            url = _str(upstream.get(attrs.REQUEST_URL))
+        else:
+            base = without_identity(base)
+            request_id, url = None, None
+        request_id = request_id or sane_request_id(_header(scope, REQUEST_ID_HEADER)) or _trace_id_or_new()
+        url = url or current().scrubber.scrub_url(_url(scope))
+        return with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url), request_id
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _trace_id_or_new() -> str:
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        return format(span_context.trace_id, "032x")
+    return uuid.uuid4().hex
+
+
+async def _json_error(send: Send, status: int, message: str, request_id: str) -> None:
+    body = orjson.dumps({"code": status, "msg": message, "data": None})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (REQUEST_ID_HEADER, request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HttpContextMiddleware(_ContextMiddlewareBase):
+    """Authenticates each HTTP request and puts its identity in the OTel Context (pure ASGI)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = request_started.set(time.perf_counter())
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            request_started.reset(started)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        caller_id: str | None = None
+        failure: tuple[int, str] | None = None
+        if not self.excluded(scope["path"]):
+            try:
+                caller_id = await self.client.avalidate_token(_header(scope, b"authorization"))
+            except AuthorizationException as exc:
+                failure = (401, str(exc))
+            except GatewayUnavailableError:
+                failure = (503, "the gateway cannot check the token now")
+        ctx, request_id = self._identity(scope, caller_id)
+        if failure is not None:
+            await _json_error(send, failure[0], failure[1], request_id)
+            return
+        header = (REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_request_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        token = otel_context.attach(ctx)
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            otel_context.detach(token)
+
+
+class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
+    """The WebSocket variant: the token comes from ``Authorization`` or a ``token`` query parameter.
+
+    A bad token closes the connection with code 1008. Plain HTTP requests pass through unchanged.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        caller_id: str | None = None
+        if not self.excluded(scope["path"]):
+            token = _header(scope, b"authorization") or _query_token(scope)
+            try:
+                caller_id = await self.client.avalidate_token(token)
+            except (AuthorizationException, GatewayUnavailableError):
+                await receive()  # websocket.connect
+                await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid token"})
+                return
+        ctx, _ = self._identity(scope, caller_id)
+        token_ctx = otel_context.attach(ctx)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token_ctx)
+
+
+def _query_token(scope: Scope) -> str | None:
+    query: bytes = scope.get("query_string", b"")
+    for key, value in parse_qsl(query.decode("latin-1")):
+        if key == "token":
+            return value
+    return None

@@ -1,0 +1,211 @@
+"""FastAPI integration over real uvicorn servers: auth, identity, request ids, logs, WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from fastapi import FastAPI, WebSocket
+
+from gateway_otel import GatewayClient, current_caller_id, current_request_id, instrument_app, operation_log
+from gateway_otel.cli import serve_in_thread
+from gateway_otel.middleware import WebSocketHttpContextMiddleware
+
+from conftest import Gateway, free_port
+
+logger = logging.getLogger("tests.app")
+
+
+@operation_log(is_cost_log=True)
+async def chat(prompt: str, api_key: str | None = None) -> dict[str, Any]:
+    logger.warning("handling chat")
+    return {"answer": prompt.upper()}
+
+
+def make_app(gateway_url: str, records: list[logging.LogRecord]) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat")
+    async def chat_endpoint(body: dict[str, Any]) -> dict[str, Any]:
+        return await chat(body["prompt"], api_key=body.get("api_key"))
+
+    @app.get("/v1/actuator/health/{probe}")
+    async def health(probe: str) -> dict[str, Any]:
+        return {"ok": probe, "caller": current_caller_id()}
+
+    @app.get("/whoami")
+    async def whoami() -> dict[str, Any]:
+        return {"caller": current_caller_id(), "request_id": current_request_id()}
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_json({"caller": current_caller_id()})
+        await socket.close()
+
+    client = GatewayClient(gateway_url, token_ttl=60, failure_ttl=1)
+    app.add_middleware(WebSocketHttpContextMiddleware, client=client)
+    instrument_app(app, exclude_path=["/v1/actuator/health/<pattern>"], client=client)
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger.addHandler(Keep())
+    return app
+
+
+@pytest.fixture(scope="module")
+def log_records() -> list[logging.LogRecord]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def service(gateway: Gateway, pipeline: Any, log_records: list[logging.LogRecord]) -> Iterator[str]:
+    with serve_in_thread(make_app(gateway.url, log_records), free_port()) as url:
+        yield url
+
+
+ALICE = {"Authorization": "Bearer demo-alice"}
+
+
+def test_records_carry_the_tokens_caller_the_url_and_the_returned_request_id(
+    service: str, healthy_gateway: Gateway, flush: Any
+) -> None:
+    response = httpx.post(f"{service}/v1/chat?api_key=sk-secret&lang=en", json={"prompt": "hi"}, headers=ALICE)
+    assert response.status_code == 200 and response.json() == {"answer": "HI"}
+    request_id = response.headers["x-request-id"]
+    flush()
+    records = healthy_gateway.wait_records(request_id, 2)
+    assert [r["opLogType"] for r in records] == ["in", "out"]
+    for record in records:
+        assert record["callerId"] == "alice"
+        assert record["requestUrl"].endswith("/v1/chat?api_key=[REDACTED]&lang=en")
+        assert "sk-secret" not in str(record)
+    assert records[0]["extraInfo"]["traceId"] == request_id  # no X-Request-ID: the trace id
+
+
+def test_a_sane_client_request_id_is_honoured(service: str) -> None:
+    response = httpx.get(f"{service}/whoami", headers={**ALICE, "X-Request-ID": "client-req.1:abc"})
+    assert response.headers["x-request-id"] == "client-req.1:abc"
+    assert response.json() == {"caller": "alice", "request_id": "client-req.1:abc"}
+
+
+@pytest.mark.parametrize("bad", ["x" * 129, "has space", "semi;colon", "ünïcode"])
+def test_an_insane_client_request_id_is_replaced(service: str, bad: str) -> None:
+    response = httpx.get(f"{service}/whoami", headers={**ALICE, "X-Request-ID": bad.encode("utf-8")})
+    returned = response.headers["x-request-id"]
+    assert returned != bad and len(returned) == 32
+    assert response.json()["request_id"] == returned
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "garbage \x01\x02"}, {"Authorization": ""}],
+    ids=["missing", "bad", "garbage", "empty"],
+)
+def test_bad_tokens_get_401_with_a_json_body(service: str, headers: dict[str, str]) -> None:
+    response = httpx.get(f"{service}/whoami", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["code"] == 401
+    assert response.headers["x-request-id"]
+
+
+def test_a_10_mb_header_is_refused_and_the_service_stays_up(service: str) -> None:
+    with pytest.raises(httpx.HTTPError):
+        response = httpx.get(f"{service}/whoami", headers={"Authorization": "x" * (10 * 1024 * 1024)})
+        assert response.status_code in (400, 401, 413, 431)
+        raise httpx.HTTPError("answered")
+    assert httpx.get(f"{service}/whoami", headers=ALICE).status_code == 200
+
+
+def test_excluded_paths_need_no_token(service: str) -> None:
+    response = httpx.get(f"{service}/v1/actuator/health/liveness")
+    assert response.status_code == 200 and response.json() == {"ok": "liveness", "caller": None}
+
+
+def test_100_concurrent_requests_with_a_new_token_make_one_gateway_call(service: str, healthy_gateway: Gateway) -> None:
+    token = f"new-{uuid.uuid4().hex}"
+    healthy_gateway.faults(token_delay=0.2)
+    before = healthy_gateway.stats()["tokenChecks"]
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+            responses = await asyncio.gather(
+                *(client.get(f"{service}/whoami", headers={"Authorization": f"Bearer {token}"}) for _ in range(100))
+            )
+        return [r.status_code for r in responses]
+
+    statuses = asyncio.run(burst())
+    assert statuses == [401] * 100  # an unknown token, rejected once for all
+    assert healthy_gateway.stats()["tokenChecks"] - before == 1
+
+
+def test_baggage_cannot_spoof_the_caller(service: str, healthy_gateway: Gateway, flush: Any) -> None:
+    headers = {**ALICE, "baggage": "gateway.caller_id=admin,gateway.request_id=spoofed"}
+    response = httpx.post(f"{service}/v1/chat", json={"prompt": "x"}, headers=headers)
+    request_id = response.headers["x-request-id"]
+    assert request_id != "spoofed"
+    flush()
+    records = healthy_gateway.wait_records(request_id, 2)
+    assert {r["callerId"] for r in records} == {"alice"}
+    assert healthy_gateway.records("spoofed") == []
+
+
+def test_the_event_loop_is_not_blocked_by_a_slow_token_check(service: str, healthy_gateway: Gateway) -> None:
+    healthy_gateway.faults(token_delay=0.5)
+
+    async def scenario() -> float:
+        async with httpx.AsyncClient(timeout=30) as client:
+            slow = asyncio.ensure_future(
+                client.get(f"{service}/whoami", headers={"Authorization": f"Bearer slow-{uuid.uuid4().hex}"})
+            )
+            await asyncio.sleep(0.1)  # the slow check is under way
+            started = time.perf_counter()
+            fast = await client.get(f"{service}/v1/actuator/health/readiness")
+            elapsed = time.perf_counter() - started
+            assert fast.status_code == 200
+            assert (await slow).status_code == 401
+            return elapsed
+
+    # Blocking the loop would hold the fast request for the rest of the 0.5 s check.
+    assert asyncio.run(scenario()) < 0.25
+
+
+def test_log_lines_inside_a_request_carry_its_request_id(service: str, log_records: list[logging.LogRecord]) -> None:
+    log_records.clear()
+    response = httpx.post(f"{service}/v1/chat", json={"prompt": "log"}, headers={**ALICE, "X-Request-ID": "log-req-1"})
+    assert response.status_code == 200
+    lines = [r for r in log_records if r.getMessage() == "handling chat"]
+    assert len(lines) == 1
+    assert lines[0].request_id == "log-req-1"  # type: ignore[attr-defined]
+    assert lines[0].caller_id == "alice"  # type: ignore[attr-defined]
+    assert len(lines[0].trace_id) == 32  # type: ignore[attr-defined]
+
+
+def test_websocket_takes_the_token_from_the_query_and_closes_1008_on_a_bad_one(service: str) -> None:
+    ws_url = service.replace("http://", "ws://") + "/ws"
+
+    async def scenario() -> tuple[Any, int | None]:
+        async with websockets.connect(f"{ws_url}?token=demo-bob") as socket:
+            greeting = await socket.recv()
+        try:
+            async with websockets.connect(f"{ws_url}?token=wrong") as socket:
+                await socket.recv()
+        except websockets.exceptions.ConnectionClosed as closed:
+            return greeting, closed.rcvd.code if closed.rcvd else None
+        except websockets.exceptions.InvalidStatus as refused:
+            return greeting, refused.response.status_code
+        return greeting, None
+
+    greeting, code = asyncio.run(scenario())
+    assert greeting == '{"caller":"bob"}'
+    assert code in (1008, 403)
