@@ -104,7 +104,11 @@ class GatewayClient:
         loop_id = id(asyncio.get_running_loop())
         client = self._async_clients.get(loop_id)
         if client is None:
-            client = httpx.AsyncClient(base_url=self.base_url or "", timeout=self._timeout)
+            # No idle keep-alive: look-ups are rare (cached), and a connection left idle in a loop that
+            # ends with its server would never be closed.
+            client = httpx.AsyncClient(
+                base_url=self.base_url or "", timeout=self._timeout, limits=httpx.Limits(max_keepalive_connections=0)
+            )
             self._async_clients[loop_id] = client
         return client
 
