@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -209,3 +210,13 @@ def test_websocket_takes_the_token_from_the_query_and_closes_1008_on_a_bad_one(s
     greeting, code = asyncio.run(scenario())
     assert greeting == '{"caller":"bob"}'
     assert code in (1008, 403)
+
+
+def test_concurrent_blocking_look_ups_of_one_token_make_one_gateway_call(healthy_gateway: Gateway) -> None:
+    client = GatewayClient(healthy_gateway.url)
+    healthy_gateway.faults(token_delay=0.2)
+    before = healthy_gateway.stats()["tokenChecks"]
+    with ThreadPoolExecutor(20) as pool:
+        callers = list(pool.map(lambda _: client.validate_token("Bearer demo-bob"), range(20)))
+    assert callers == ["bob"] * 20
+    assert healthy_gateway.stats()["tokenChecks"] - before == 1

@@ -144,14 +144,21 @@ class GatewayClient:
 
     # -- token validation -----------------------------------------------------------------------
 
-    async def avalidate_token(self, token: str | None) -> str:
-        """The caller id of ``token``; raises ``AuthorizationException`` when the gateway rejects it."""
-        token = bare_token(token)
+    def _prepare(self, authorization: str | None) -> tuple[str, str] | None:
+        """(token, cache key) to look up, or ``None`` without a gateway (every caller is anonymous)."""
+        token = bare_token(authorization)
         if self.base_url is None:
-            return ANONYMOUS
+            return None
         if not token:
             raise AuthorizationException("missing token")
-        key = token_key(token)
+        return token, token_key(token)
+
+    async def avalidate_token(self, token: str | None) -> str:
+        """The caller id of ``token``; raises ``AuthorizationException`` when the gateway rejects it."""
+        prepared = self._prepare(token)
+        if prepared is None:
+            return ANONYMOUS
+        token, key = prepared
         hit, caller = self._cached(key)
         if hit:
             return self._result(caller)
@@ -184,12 +191,10 @@ class GatewayClient:
 
     def validate_token(self, token: str | None) -> str:
         """The caller id of ``token`` (blocking); raises ``AuthorizationException`` on a bad token."""
-        token = bare_token(token)
-        if self.base_url is None:
+        prepared = self._prepare(token)
+        if prepared is None:
             return ANONYMOUS
-        if not token:
-            raise AuthorizationException("missing token")
-        key = token_key(token)
+        token, key = prepared
         while True:
             hit, caller = self._cached(key)
             if hit:
@@ -197,22 +202,24 @@ class GatewayClient:
             with self._lock:
                 waiting = self._sync_flights.get(key)
                 if waiting is None:
-                    self._sync_flights[key] = threading.Event()
+                    flight = self._sync_flights[key] = threading.Event()
             if waiting is None:
                 break
+            # Another thread looks this token up; when it failed on the network, the loop tries again.
             waiting.wait(self._timeout + 1)
-            if not self._cached(key)[0]:  # the other look-up failed on the network: try ourselves
-                break
+        try:
+            return self._lookup(token, key)
+        finally:
+            with self._lock:
+                del self._sync_flights[key]
+            flight.set()
+
+    def _lookup(self, token: str, key: str) -> str:
         try:
             caller = str(self._get(VALIDATE_PATH, token))
         except AuthorizationException:
             self._remember(key, None)
             raise
-        finally:
-            with self._lock:
-                event = self._sync_flights.pop(key, None)
-            if event is not None:
-                event.set()
         self._remember(key, caller)
         return caller
 

@@ -387,7 +387,7 @@ class Delivery:
     def _spill_old_inflight(self, now: float) -> None:
         old = [unit for unit in self._inflight.values() if not unit.spooled and now - unit.started > SPILL_AFTER]
         for unit in old:
-            self._spool_call("put", unit.records, error="in flight", claimed=True)
+            self._spool_put(unit.records, error="in flight", claimed=True)
             unit.spooled = True
 
     def _resolve_markers(self) -> None:
@@ -463,8 +463,10 @@ class Delivery:
         self._dispatched -= unit.fresh
         unit.fresh = 0
 
-    def _spool_put(self, records: list[tuple[str, bytes]], *, error: str, delay: float = 0.0) -> None:
-        self._spool_call("put", records, error=error, delay=delay)
+    def _spool_put(
+        self, records: list[tuple[str, bytes]], *, error: str, delay: float = 0.0, claimed: bool = False
+    ) -> None:
+        self._spool_call("put", records, error=error, delay=delay, claimed=claimed)
 
     def _spool_call(self, method: str, *args: Any, **kwargs: Any) -> None:
         try:
