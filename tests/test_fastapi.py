@@ -216,7 +216,10 @@ def test_concurrent_blocking_look_ups_of_one_token_make_one_gateway_call(healthy
     client = GatewayClient(healthy_gateway.url)
     healthy_gateway.faults(token_delay=0.2)
     before = healthy_gateway.stats()["tokenChecks"]
-    with ThreadPoolExecutor(20) as pool:
-        callers = list(pool.map(lambda _: client.validate_token("Bearer demo-bob"), range(20)))
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            callers = list(pool.map(lambda _: client.validate_token("Bearer demo-bob"), range(20)))
+    finally:
+        client.close()
     assert callers == ["bob"] * 20
     assert healthy_gateway.stats()["tokenChecks"] - before == 1

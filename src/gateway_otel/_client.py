@@ -254,6 +254,12 @@ class GatewayClient:
         except httpx.HTTPError:
             return False
 
+    def close(self) -> None:
+        """Close the blocking client's connections."""
+        client, self._sync_client = self._sync_client, None
+        if client is not None:
+            client.close()
+
     async def aclose(self) -> None:
         clients, self._async_clients = self._async_clients, {}
         for client in clients.values():

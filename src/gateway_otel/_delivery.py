@@ -157,6 +157,7 @@ class Delivery:
             record = self._build(build, item)
             if record is not None:
                 self.spool.put([record])
+                self._spool_empty = False
         except Exception as exc:
             log_once("spill", "could not spool a record: %r", exc, level=logging.ERROR)
 
@@ -469,6 +470,8 @@ class Delivery:
         self._spool_call("put", records, error=error, delay=delay, claimed=claimed)
 
     def _spool_call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if method in ("put", "release"):
+            self._spool_empty = False  # records (again) on disk: exit must look before it stops
         try:
             getattr(self.spool, method)(*args, **kwargs)
         except Exception as exc:

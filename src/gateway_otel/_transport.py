@@ -11,6 +11,7 @@ host, so this client does just that: one request per connection at a time, conne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from urllib.parse import urlsplit
 
@@ -140,3 +141,6 @@ class HttpPool:
         idle, self._idle = self._idle, []
         for _, writer in idle:
             writer.close()
+        for _, writer in idle:  # the loop may end next: let each transport really close its socket
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
