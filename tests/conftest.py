@@ -53,8 +53,9 @@ def eventually(check: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
 class Gateway:
     """A reference gateway running in a subprocess, and a client to look into it."""
 
-    def __init__(self, directory: Path, *, faults: bool = True) -> None:
-        self.port = free_port()
+    def __init__(self, directory: Path, *, faults: bool = True, port: int | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = directory / "gateway.sqlite3"
         args = [sys.executable, "-m", "gateway_otel.gateway", "--port", str(self.port), "--db", str(self.db), "--demo"]
@@ -129,6 +130,47 @@ def flush(pipeline: Pipeline) -> Any:
         assert gateway_otel.force_flush(20)
 
     return run
+
+
+class Script:
+    """A Python program in its own process, talking over stdin/stdout lines (for staged scenarios)."""
+
+    def __init__(self, code: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def expect(self, line: str) -> None:
+        assert self.process.stdout is not None
+        got = self.process.stdout.readline().strip()
+        if got != line:
+            raise AssertionError(f"expected {line!r}, got {got!r}; stderr: {self.stderr()}")
+
+    def say(self, line: str = "") -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def stderr(self) -> str:
+        if self.process.poll() is None or self.process.stderr is None:
+            return "(running)"
+        return self.process.stderr.read()
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

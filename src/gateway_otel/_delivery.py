@@ -188,6 +188,19 @@ class Delivery:
         self._spool_leftovers()
         self.spool.close()
 
+    def resume(self) -> None:
+        """Start delivering now when an earlier process left records in the spool."""
+        if not self._host or not self.spool.path.exists():
+            return
+        try:
+            self.spool.release_dead_owners()
+            waiting = self.spool.counts()[0]
+        except Exception as exc:
+            log_once("spool-read", "gateway-otel: could not read the spool: %r", exc, level=logging.ERROR)
+            return
+        if waiting:
+            self._start()
+
     def replay(self, timeout: float) -> bool:
         """Deliver the spool now (the sender drains it), for up to ``timeout`` seconds; ``True`` when emptied."""
         self._start()

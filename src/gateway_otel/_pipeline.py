@@ -90,6 +90,7 @@ def configure(**options: Any) -> Pipeline:
             service=str(resource.get("service.name", "unknown_service")),
         )
     _warn_without_host(settings)
+    delivery.resume()
     return _state
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -25,12 +26,12 @@ CREATE TABLE IF NOT EXISTS records (
     body BLOB NOT NULL,
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0, -- when the sender that failed meant to try again (shown, not enforced)
     claimed_by TEXT,
     claimed_until REAL NOT NULL DEFAULT 0,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS records_due ON records (not_before, created);
+CREATE INDEX IF NOT EXISTS records_by_age ON records (created);
 CREATE TABLE IF NOT EXISTS dead_letters (
     uuid TEXT PRIMARY KEY,
     body BLOB NOT NULL,
@@ -49,6 +50,24 @@ class SpooledRecord:
     last_error: str | None = None
 
 
+def _owner_id() -> str:
+    """Who holds a claim: this process (pid and host, to tell whether it still runs) and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:8]}"
+
+
+def _alive(owner: str) -> bool:
+    host, _, rest = owner.rpartition(":")[0].partition(":")
+    if host != socket.gethostname() or not rest.isdigit():
+        return True  # another host's process: only its claim's expiry frees its records
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Spool:
     """Records waiting on disk, oldest first."""
 
@@ -56,7 +75,7 @@ class Spool:
         self.directory = Path(directory)
         self.path = self.directory / SPOOL_FILE
         self._claim_seconds = claim_seconds
-        self._owner = uuid_module.uuid4().hex
+        self._owner = _owner_id()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
@@ -70,7 +89,7 @@ class Spool:
             conn.executescript(_SCHEMA)
             os.chmod(self.path, 0o600)
             self._conn, self._pid = conn, os.getpid()
-            self._owner = uuid_module.uuid4().hex
+            self._owner = _owner_id()
         return self._conn
 
     def put(
@@ -110,9 +129,9 @@ class Spool:
             try:
                 rows = conn.execute(
                     "SELECT uuid, body, created, attempts, last_error FROM records"
-                    " WHERE not_before <= ? AND (claimed_by IS NULL OR claimed_until < ?)"
+                    " WHERE claimed_by IS NULL OR claimed_until < ?"
                     " ORDER BY created LIMIT ?",
-                    (now, now, limit),
+                    (now, limit),
                 ).fetchall()
                 conn.executemany(
                     "UPDATE records SET claimed_by = ?, claimed_until = ? WHERE uuid = ?",
@@ -123,6 +142,21 @@ class Spool:
                 conn.execute("ROLLBACK")
                 raise
         return [SpooledRecord(*row) for row in rows]
+
+    def release_dead_owners(self) -> int:
+        """Free the claims of processes on this host that no longer run (killed while sending)."""
+        with self._lock:
+            conn = self._connection()
+            owners = [
+                row[0] for row in conn.execute("SELECT DISTINCT claimed_by FROM records WHERE claimed_by IS NOT NULL")
+            ]
+            dead = [owner for owner in owners if owner != self._owner and not _alive(owner)]
+            released = 0
+            for owner in dead:
+                released += conn.execute(
+                    "UPDATE records SET claimed_by = NULL, claimed_until = 0 WHERE claimed_by = ?", (owner,)
+                ).rowcount
+        return released
 
     def delivered(self, uuids: Iterable[str]) -> None:
         with self._lock:

@@ -1,0 +1,213 @@
+"""Nothing lost, nothing twice: outages, refused and dropped connections, hangs, refusals, exits.
+
+Outages here last seconds rather than quality.md's 60 s; the mechanisms (backoff, spool,
+recovery) are the same, and the suite stays within its time budget.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway_otel import submit_log
+from gateway_otel._spool import Spool
+
+from conftest import Gateway, Script, eventually, free_port, run_script, wait_for_port
+
+CALLS = """
+import sys, time
+from gateway_otel import operation_log, trace_id_context, caller_id_context
+
+@operation_log(is_cost_log=True)
+def bill(i):
+    return i
+
+trace_id_context.set({rid!r})
+caller_id_context.set("alice")
+for i in range({n}):
+    bill(i)
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+N = 100
+
+
+@pytest.fixture
+def script_env(healthy_gateway: Gateway, tmp_path: Path) -> dict[str, str]:
+    return {
+        "OPENAPI_HOST": healthy_gateway.url,
+        "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
+        "GATEWAY_OTEL_TIMEOUT": "0.5",
+        "GATEWAY_OTEL_MAX_BACKOFF": "1",
+    }
+
+
+@pytest.fixture
+def scripts() -> Iterator[list[Script]]:
+    started: list[Script] = []
+    yield started
+    for script in started:
+        script.close()
+
+
+def assert_stored_once(gateway: Gateway, rid: str, count: int) -> list[dict[str, Any]]:
+    eventually(lambda: len(gateway.records(rid)) >= count, timeout=30)
+    records = gateway.records(rid)
+    assert len(records) == count
+    assert len({r["uuid"] for r in records}) == count
+    return records
+
+
+FAULTS = {
+    "503": {"report_status": 503},
+    "503 with Retry-After": {"report_status": 503, "retry_after": "1"},
+    "429": {"report_status": 429},
+    "dropped mid-response": {"drop": True},
+    "hanging past the timeout": {"report_delay": 2.0},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_an_outage_then_recovery_loses_nothing_and_doubles_nothing(
+    fault: str, healthy_gateway: Gateway, script_env: dict[str, str], scripts: list[Script]
+) -> None:
+    rid = f"fault-{uuid.uuid4().hex}"
+    healthy_gateway.faults(**FAULTS[fault])
+    before = healthy_gateway.stats()
+    script = Script(CALLS.format(rid=rid, n=N), script_env)
+    scripts.append(script)
+    script.expect("done")
+    time.sleep(1.5)  # the outage goes on
+    during = healthy_gateway.stats()
+    healthy_gateway.faults()
+    script.say()
+    assert script.wait() == 0, script.stderr()
+    assert_stored_once(healthy_gateway, rid, 2 * N)
+    # Backoff: a handful of probes during the outage, not one request per record.
+    assert during["reportCalls"] - before["reportCalls"] < 40
+    if fault != "hanging past the timeout":  # a hung request was stored late: its retry is a duplicate
+        assert healthy_gateway.stats()["duplicates"] == before["duplicates"]
+
+
+@pytest.mark.slow
+def test_refused_connections_then_a_gateway_appears(
+    tmp_path: Path, script_env: dict[str, str], scripts: list[Script]
+) -> None:
+    port = free_port()
+    rid = f"refused-{uuid.uuid4().hex}"
+    script = Script(CALLS.format(rid=rid, n=N), {**script_env, "OPENAPI_HOST": f"http://127.0.0.1:{port}"})
+    scripts.append(script)
+    script.expect("done")
+    time.sleep(1.0)
+    late = Gateway(tmp_path / "late-gateway", port=port)
+    try:
+        script.say()
+        assert script.wait() == 0, script.stderr()
+        assert_stored_once(late, rid, 2 * N)
+        assert late.stats()["duplicates"] == 0
+    finally:
+        late.stop()
+
+
+def test_a_record_the_gateway_refuses_is_a_dead_letter_and_the_others_flow(
+    healthy_gateway: Gateway, spool_dir: Path, flush: Any
+) -> None:
+    rid = uuid.uuid4().hex
+    bad = f"bad-{uuid.uuid4().hex}"
+    healthy_gateway.faults(reject_uuids=[bad])
+    base = {"requestId": rid, "callerId": "bob", "requestUrl": "/x", "opType": "refused"}
+    submit_log({**base, "uuid": bad})
+    for i in range(5):
+        submit_log({**base, "uuid": f"good-{i}-{rid}"})
+    flush()
+    stored = assert_stored_once(healthy_gateway, rid, 5)
+    assert bad not in {r["uuid"] for r in stored}
+    dead = {record.uuid: record for record in Spool(spool_dir).dead_letters()}
+    assert bad in dead
+    assert dead[bad].last_error is not None and dead[bad].last_error.startswith("HTTP 400")
+
+
+SERVICE = """
+import uvicorn
+from fastapi import FastAPI
+from gateway_otel import operation_log, trace_id_context
+
+app = FastAPI()
+
+@operation_log(is_cost_log=True)
+async def bill(i: int) -> int:
+    return i
+
+@app.get("/bill/{{i}}")
+async def endpoint(i: int) -> dict:
+    token = trace_id_context.set({rid!r})
+    try:
+        return {{"i": await bill(i)}}
+    finally:
+        trace_id_context.reset(token)
+
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])
+def test_a_service_stopped_during_an_outage_delivers_everything_on_its_next_start(
+    how: str, healthy_gateway: Gateway, script_env: dict[str, str], scripts: list[Script], tmp_path: Path
+) -> None:
+    rid = f"stop-{uuid.uuid4().hex}"
+    port = free_port()
+    healthy_gateway.faults(report_status=503)
+    service = Script(SERVICE.format(rid=rid, port=port), script_env)
+    scripts.append(service)
+    wait_for_port(port, process=service.process)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        for i in range(N):
+            assert client.get(f"/bill/{i}").json() == {"i": i}
+    time.sleep(1.2)  # every record is older than a second when the service stops
+    service.process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
+    service.wait(30)
+    spool = Spool(script_env["GATEWAY_OTEL_SPOOL_DIR"])
+    assert spool.counts()[0] == 2 * N
+    assert healthy_gateway.records(rid) == []
+
+    healthy_gateway.faults()
+    before = healthy_gateway.stats()
+    restarted = run_script("import gateway_otel; gateway_otel.configure()", env=script_env)
+    assert restarted.returncode == 0, restarted.stderr
+    assert_stored_once(healthy_gateway, rid, 2 * N)
+    assert healthy_gateway.stats()["duplicates"] == before["duplicates"]
+    assert spool.counts()[0] == 0
+
+
+def test_asyncio_run_returning_right_after_calls_loses_nothing(
+    healthy_gateway: Gateway, script_env: dict[str, str]
+) -> None:
+    rid = f"asyncio-{uuid.uuid4().hex}"
+    code = f"""
+import asyncio
+from gateway_otel import operation_log, trace_id_context
+
+@operation_log(is_cost_log=True)
+async def bill(i):
+    await asyncio.sleep(0)
+    return i
+
+async def main():
+    trace_id_context.set({rid!r})
+    await asyncio.gather(*(bill(i) for i in range({N})))
+
+asyncio.run(main())
+"""
+    result = run_script(code, env=script_env)
+    assert result.returncode == 0, result.stderr
+    assert_stored_once(healthy_gateway, rid, 2 * N)
