@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, eventually, run_script
+from gateway_otel.testing import eventually
+
+from conftest import Gateway, run_script
 
 BURST = """
 import gateway_otel

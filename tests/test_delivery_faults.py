@@ -18,8 +18,9 @@ import pytest
 
 from gateway_otel import submit_log
 from gateway_otel._spool import Spool
+from gateway_otel.testing import eventually, free_port, wait_for_port
 
-from conftest import Gateway, Script, eventually, free_port, run_script, wait_for_port
+from conftest import Gateway, Script, run_script
 
 CALLS = """
 import sys, time

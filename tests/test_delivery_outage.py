@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, eventually
+from gateway_otel.testing import eventually
+
+from conftest import Gateway
 
 OUTAGE = """
 import sys, time

@@ -16,10 +16,11 @@ import websockets
 from fastapi import FastAPI, WebSocket
 
 from gateway_otel import GatewayClient, current_caller_id, current_request_id, instrument_app, operation_log
-from gateway_otel.cli import serve_in_thread
+from gateway_otel._servers import serve_in_thread
 from gateway_otel.middleware import WebSocketHttpContextMiddleware
+from gateway_otel.testing import free_port
 
-from conftest import Gateway, free_port
+from conftest import Gateway
 
 logger = logging.getLogger("tests.app")
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Gateway, free_port, wait_for_port
+from gateway_otel.testing import free_port, wait_for_port
+
+from conftest import Gateway
 
 TESTS = Path(__file__).parent
 

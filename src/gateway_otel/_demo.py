@@ -21,7 +21,8 @@ from . import (
     request_url_context,
     trace_id_context,
 )
-from .cli import _free_port, billing_table, fetch_records, record_tree, serve_in_thread
+from ._servers import free_port, serve_in_thread
+from .cli import billing_table, fetch_records, record_tree
 
 
 @operation_log
@@ -64,7 +65,7 @@ def run(console: Console, workdir: Path) -> None:
     from .gateway._server import build
 
     store, gateway_app = build(workdir / "gateway.sqlite3", demo=True)
-    port = _free_port()
+    port = free_port()
     with serve_in_thread(gateway_app, port) as gateway_url:
         console.print(f"[bold]reference gateway[/] {gateway_url} (callers alice: demo-alice, bob: demo-bob)")
         os.environ.setdefault("OTEL_SERVICE_NAME", "demo-service")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -218,32 +215,6 @@ def spool(
         raise typer.Exit(2)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve_in_thread(asgi_app: Any, port: int) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 in a background thread."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"server on port {port} did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @app.command()
 def demo() -> None:
     """The whole path on one machine: reference gateway, decorated operations, records as trees."""
@@ -257,4 +228,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "billing_table", "fetch_records", "main", "record_tree", "serve_in_thread"]
+__all__ = ["app", "billing_table", "fetch_records", "main", "record_tree"]

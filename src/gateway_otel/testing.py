@@ -20,6 +20,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ._pipeline import Pipeline, current
+from ._servers import GatewayProcess, eventually, free_port, serve_in_thread, wait_for_port
+
+__all__ = [
+    "CapturedRecords",
+    "GatewayProcess",
+    "captured_records",
+    "eventually",
+    "free_port",
+    "serve_in_thread",
+    "wait_for_port",
+]
 
 _span_exporters: dict[int, InMemorySpanExporter] = {}
 

@@ -1,0 +1,113 @@
+"""Servers on 127.0.0.1: free ports, uvicorn in a thread, the reference gateway in a subprocess.
+
+Used by the demo, the benchmarks and the tests (``gateway_otel.testing`` re-exports them for users).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll ``check()`` until it returns a truthy value (bounded); return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+class GatewayProcess:
+    """A reference gateway running in a subprocess, and a client to look into it."""
+
+    def __init__(self, directory: Path, *, faults: bool = True, port: int | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = directory / "gateway.sqlite3"
+        args = [sys.executable, "-m", "gateway_otel.gateway", "--port", str(self.port), "--db", str(self.db), "--demo"]
+        if faults:
+            args.append("--faults")
+        self.log = open(directory / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)  # noqa: S603 - our own argv
+        wait_for_port(self.port, process=self.process)
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.log.close()
+
+    def data(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.client.request(method, path, **kwargs)
+        response.raise_for_status()
+        return response.json()["data"]
+
+    def records(self, request_id: str) -> list[dict[str, Any]]:
+        return list(self.data("GET", f"/v1/openapi/log/{request_id}"))
+
+    def wait_records(self, request_id: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The request's records once there are at least ``count`` (or whatever is there at the timeout)."""
+        eventually(lambda: len(self.records(request_id)) >= count, timeout)
+        return self.records(request_id)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.data("GET", "/v1/openapi/stats"))
+
+    def faults(self, **settings: Any) -> None:
+        self.data("PUT", "/v1/openapi/faults", json=settings)
+
+
+@contextlib.contextmanager
+def serve_in_thread(asgi_app: Any, port: int) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 in a background thread."""
+    import uvicorn  # the gateway extra
+
+    server = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"server on port {port} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
