@@ -1,0 +1,60 @@
+"""The FastAPI app that wrk loads, in four variants: python fastapi_app.py VARIANT PORT.
+
+bare      the app alone
+stock     the app with opentelemetry-instrumentation-fastapi (BatchSpanProcessor, no-op exporter)
+gateway   gateway_otel.instrument_app: auth (warm cache), server span, one operation_log, gateway export
+ait       ait_openapi's HttpContextMiddleware and @operation_log (run with its own interpreter)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+
+variant, port = sys.argv[1], int(sys.argv[2])
+app = FastAPI()
+
+
+async def answer(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"echo": payload.get("prompt", ""), "tokens": len(str(payload))}
+
+
+if variant in ("gateway", "ait"):
+    if variant == "gateway":
+        from gateway_otel import instrument_app, operation_log
+    else:
+        from ait_openapi import operation_log  # type: ignore[import-not-found,no-redef]
+
+    answer = operation_log(is_cost_log=True)(answer)  # type: ignore[call-arg]
+
+
+@app.post("/v1/chat")
+async def chat(request: Request) -> dict[str, Any]:
+    return await answer(await request.json())
+
+
+if variant == "stock":
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Noop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Noop()))
+    trace.set_tracer_provider(provider)
+    FastAPIInstrumentor.instrument_app(app)
+elif variant == "gateway":
+    instrument_app(app)
+elif variant == "ait":
+    from ait_openapi.middleware import HttpContextMiddleware  # type: ignore[import-not-found]
+
+    app.add_middleware(HttpContextMiddleware)
+
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

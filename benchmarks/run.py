@@ -1,0 +1,367 @@
+"""All the measured bars of quality.md in one run, the adapter beside its anchors: python benchmarks/run.py
+
+Sets up what it needs (``wrk`` from Debian packages, ``ait_openapi==0.0.1.18`` in a virtualenv of
+its own), runs every figure against one reference gateway on 127.0.0.1, prints a table and writes
+the results as JSON to ``benchmarks/results/``. ``--quick`` runs each part briefly (the smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway_otel.testing import GatewayProcess, free_port, wait_for_port
+
+HERE = Path(__file__).resolve().parent
+AIT_VENV = Path(os.environ.get("GATEWAY_OTEL_BENCH_AIT_VENV", Path.home() / ".cache" / "gateway-otel" / "ait-venv"))
+AIT_VERSION = "0.0.1.18"
+
+# -- set-up ------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str | None:
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0:
+        return found
+    subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
+    return shutil.which("wrk")
+
+
+def ensure_ait() -> str | None:
+    python = AIT_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(AIT_VENV)], check=True)
+    probe = subprocess.run([str(python), "-c", "import ait_openapi, fastapi, uvicorn, werkzeug"], capture_output=True)
+    if probe.returncode != 0:
+        install = subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"ait_openapi=={AIT_VERSION}",
+                "fastapi",
+                "uvicorn",
+                "werkzeug",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if install.returncode != 0:
+            print(f"ait_openapi could not be installed: {install.stderr[-500:]}", file=sys.stderr)
+            return None
+    return str(python)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def wait_stored(gateway: GatewayProcess, rid: str, count: int, timeout: float) -> float | None:
+    """Wall time when the gateway first held ``count`` records of ``rid`` (``None``: never within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(gateway.records(rid)) >= count:
+            return time.time()
+        time.sleep(0.05)
+    return None
+
+
+CALLS = """
+import sys, time
+{imports}
+
+@operation_log(is_cost_log=True)
+def bill(i):
+    return i
+
+trace_id_context.set({rid!r})
+caller_id_context.set("alice")
+request_url_context.set("http://bench/v1/bill")
+print(time.time(), flush=True)
+for i in range({n}):
+    bill(i)
+print(time.time(), flush=True)
+time.sleep({linger})
+"""
+_NAMES = "operation_log, trace_id_context, caller_id_context, request_url_context"
+OURS = f"from gateway_otel import {_NAMES}"
+AIT = f"from ait_openapi import {_NAMES}"
+
+
+def end_to_end(python: str, imports: str, gateway: GatewayProcess, n: int, env: dict[str, str]) -> dict[str, Any]:
+    """Decorated calls until the gateway holds every record: ops/s and records/s."""
+    rid = f"bench-{uuid.uuid4().hex}"
+    code = CALLS.format(imports=imports, rid=rid, n=n, linger=120)
+    with subprocess.Popen(
+        [python, "-c", code],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            started = float(process.stdout.readline())
+            calls_done = float(process.stdout.readline())
+            stored = wait_stored(gateway, rid, 2 * n, timeout=120)
+        finally:
+            process.kill()
+    held = len(gateway.records(rid))
+    result: dict[str, Any] = {"calls": n, "records_held": held, "caller_seconds": calls_done - started}
+    if stored is not None:
+        elapsed = stored - started
+        result.update(seconds=elapsed, ops_per_s=n / elapsed, records_per_s=2 * n / elapsed)
+    return result
+
+
+def wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _latency(re.search(r"50%\s+([\d.]+)(us|ms|s)", out))
+    p99 = _latency(re.search(r"99%\s+([\d.]+)(us|ms|s)", out))
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99}
+
+
+def _latency(match: re.Match[str] | None) -> float:
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+# -- the parts ---------------------------------------------------------------------------------
+
+
+def part_decorator(quick: bool) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "decorator.py"),
+            "--calls",
+            "2000" if quick else "20000",
+            "--rounds",
+            "2" if quick else "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def part_end_to_end(gateway: GatewayProcess, ait: str | None, quick: bool, spool: str) -> dict[str, Any]:
+    env = {"OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": spool}
+    results = {"gateway-otel": end_to_end(sys.executable, OURS, gateway, 500 if quick else 5000, env)}
+    if ait is not None:
+        # ait_openapi delivers nothing above about 250 queued records: 200 calls (400 records).
+        results["ait_openapi"] = end_to_end(ait, AIT, gateway, 50 if quick else 200, env)
+    return results
+
+
+def part_delivery(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str, Any]:
+    env = {"OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": spool}
+    results: dict[str, Any] = {}
+    if shutil.which("wrk"):
+        results["wrk /report/log"] = wrk(gateway.url, HERE / "report_log.lua", 2 if quick else 10)
+    results["one per POST"] = end_to_end(sys.executable, OURS, gateway, 500 if quick else 5000, env)
+    results["batch"] = end_to_end(
+        sys.executable, OURS, gateway, 2000 if quick else 20000, {**env, "GATEWAY_OTEL_BATCH": "1"}
+    )
+    return results
+
+
+def part_fastapi(gateway: GatewayProcess, ait: str | None, quick: bool) -> dict[str, Any]:
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed"}
+    results: dict[str, Any] = {}
+    variants: list[tuple[str, str]] = [("bare", sys.executable), ("stock", sys.executable), ("gateway", sys.executable)]
+    if ait is not None:
+        variants.append(("ait", ait))
+    env = {**os.environ, "OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": tempfile.mkdtemp()}
+    for variant, python in variants:
+        port = free_port()
+        with subprocess.Popen(
+            [python, str(HERE / "fastapi_app.py"), variant, str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ) as app:
+            try:
+                wait_for_port(port, process=app)
+                url = f"http://127.0.0.1:{port}/v1/chat"
+                subprocess.run(
+                    ["wrk", "-t1", "-c2", "-d1s", "-s", str(HERE / "post.lua"), url], capture_output=True, check=True
+                )  # warm-up: token cache, JIT-free but import-heavy first requests
+                results[variant] = wrk(url, HERE / "post.lua", 2 if quick else 10)
+            finally:
+                app.terminate()
+                app.wait(20)
+    return results
+
+
+MEMORY = """
+import os, time
+from gateway_otel import operation_log
+
+def rss_mib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+@operation_log(is_cost_log=True)
+def bill(i, payload):
+    return {{"ok": i}}
+
+payload = {{"prompt": "x" * 200, "options": list(range(20))}}
+for i in range(500):
+    bill(i, payload)
+time.sleep(1.0)
+start = rss_mib()
+began = time.monotonic()
+i = 0
+while time.monotonic() - began < {seconds}:
+    for _ in range(50):
+        bill(i, payload)
+        i += 1
+    time.sleep(max(0.0, began + i / 500 - time.monotonic()))
+print(start, rss_mib(), i, flush=True)
+"""
+
+
+def part_memory(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str, Any]:
+    seconds = 3 if quick else 60
+    gateway.faults(report_status=503)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY.format(seconds=seconds)],
+            env={**os.environ, "OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": spool},
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            check=True,
+        ).stdout
+    finally:
+        gateway.faults()
+    start, end, calls = out.split()
+    return {
+        "seconds": seconds,
+        "ops": int(calls),
+        "rss_start_mib": float(start),
+        "rss_growth_mib": float(end) - float(start),
+    }
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(measure, figure, target) lines of the table."""
+    table: list[tuple[str, str, str]] = []
+    dec = results.get("decorator", {})
+    anchor = dec.get("bare OTel span (Batch)")
+    for name in ("@operation_log sync", "@operation_log async"):
+        if anchor and name in dec:
+            table.append(
+                (f"{name} vs bare span", f"{dec[name]:.1f} us = {dec[name] / anchor:.2f}x ({anchor:.1f} us)", "<= 1.3x")
+            )
+    e2e = results.get("end_to_end", {})
+    ours, theirs = e2e.get("gateway-otel", {}), e2e.get("ait_openapi", {})
+    if "ops_per_s" in ours:
+        figure = f"{ours['ops_per_s']:.0f} ops/s"
+        if "ops_per_s" in theirs:
+            figure += f" = {ours['ops_per_s'] / theirs['ops_per_s']:.1f}x ait_openapi ({theirs['ops_per_s']:.0f} ops/s)"
+        elif theirs:
+            figure += f" (ait_openapi: {theirs['records_held']} of {2 * theirs['calls']} records delivered)"
+        table.append(("decorated ops/s, every record delivered", figure, ">= 20x"))
+    fa = results.get("fastapi", {})
+    if "bare" in fa:
+        for variant in ("stock", "gateway", "ait"):
+            if variant in fa:
+                v, b = fa[variant], fa["bare"]
+                table.append(
+                    (
+                        f"FastAPI {variant} vs bare (wrk -c16)",
+                        f"{v['rps']:.0f} req/s = {v['rps'] / b['rps']:.2f}x; p99 {v['p99_ms']:.1f} ms = "
+                        f"{v['p99_ms'] / b['p99_ms']:.1f}x (bare {b['rps']:.0f} req/s, p99 {b['p99_ms']:.1f} ms)",
+                        ">= 0.75x, p99 <= 2x" if variant == "gateway" else "anchor",
+                    )
+                )
+    de = results.get("delivery", {})
+    limit = de.get("wrk /report/log", {}).get("rps")
+    single = de.get("one per POST", {}).get("records_per_s")
+    if single:
+        figure = f"{single:.0f} records/s" + (f" = {single / limit:.2f}x wrk ({limit:.0f} req/s)" if limit else "")
+        table.append(("delivery, one record per POST", figure, ">= 0.8x wrk"))
+    batch = de.get("batch", {}).get("records_per_s")
+    if batch:
+        table.append(("delivery, batch endpoint", f"{batch:.0f} records/s", ">= 10,000/s"))
+    mem = results.get("memory")
+    if mem:
+        table.append(
+            (f"RSS growth, {mem['seconds']} s outage at 500 ops/s", f"{mem['rss_growth_mib']:.1f} MiB", "<= 64 MiB")
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run of every part (smoke test)")
+    parser.add_argument("--only", nargs="*", default=None, help="parts: decorator end_to_end delivery fastapi memory")
+    args = parser.parse_args(argv)
+    wanted = set(args.only or ["decorator", "end_to_end", "delivery", "fastapi", "memory"])
+    ensure_wrk()
+    ait = ensure_ait() if wanted & {"end_to_end", "fastapi"} else None
+    results: dict[str, Any] = {"quick": args.quick, "commit": _commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with tempfile.TemporaryDirectory(prefix="gateway-otel-bench-") as tmp:
+        gateway = GatewayProcess(Path(tmp) / "gateway")
+        try:
+            parts: dict[str, Callable[[], dict[str, Any]]] = {
+                "decorator": lambda: part_decorator(args.quick),
+                "end_to_end": lambda: part_end_to_end(gateway, ait, args.quick, f"{tmp}/spool-e2e"),
+                "delivery": lambda: part_delivery(gateway, args.quick, f"{tmp}/spool-delivery"),
+                "fastapi": lambda: part_fastapi(gateway, ait, args.quick),
+                "memory": lambda: part_memory(gateway, args.quick, f"{tmp}/spool-memory"),
+            }
+            for name, run in parts.items():
+                if name in wanted:
+                    print(f"running {name} ...", file=sys.stderr, flush=True)
+                    results[name] = run()
+        finally:
+            gateway.stop()
+    table = rows(results)
+    width = max((len(row[0]) for row in table), default=10)
+    print(f"\ngateway-otel benchmarks at {results['commit']} ({'quick' if args.quick else 'full'} run)\n")
+    for measure, figure, target in table:
+        print(f"{measure:<{width}}  {figure}   [target {target}]")
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    return done.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The benchmark command runs end to end in its short mode (it measures; this test only runs it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.infra
+def test_benchmarks_run_in_quick_mode() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text())
+    assert results["quick"] is True
+    for part in ("decorator", "end_to_end", "delivery", "fastapi", "memory"):
+        assert part in results, part
+    assert results["end_to_end"]["gateway-otel"]["records_held"] == 2 * results["end_to_end"]["gateway-otel"]["calls"]
+    assert "delivery, one record per POST" in done.stdout
+    assert "FastAPI gateway vs bare" in done.stdout
