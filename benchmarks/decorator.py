@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import gateway_otel
 from gateway_otel import caller_id_context, operation_log, request_url_context, trace_id_context
+from gateway_otel._pipeline import current
 
 
 class _NoopExporter(SpanExporter):
@@ -29,13 +33,18 @@ class _NoopExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _best(fn: Callable[[int], None], calls: int, rounds: int) -> float:
-    best = float("inf")
+def _best_of(
+    measures: dict[str, Callable[[int], None]], calls: int, rounds: int, settle: Callable[[], None]
+) -> dict[str, float]:
+    """Microseconds per call of each measure: rounds alternate between them, the best round counts."""
+    best = dict.fromkeys(measures, float("inf"))
     for _ in range(rounds):
-        start = time.perf_counter()
-        fn(calls)
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e6
+        for name, fn in measures.items():
+            settle()
+            start = time.perf_counter()
+            fn(calls)
+            best[name] = min(best[name], (time.perf_counter() - start) / calls)
+    return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -65,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     async def awork(x: int, y: str) -> int:
         return x
 
+    @operation_log(is_cost_log=True)
+    def stream(x: int) -> Iterator[int]:
+        yield x
+
     def bare_span(n: int) -> None:
         for _ in range(n):
             tracer.start_span("work", attributes=attributes).end()
@@ -87,24 +100,53 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
         asyncio.run(loop())
 
+    def decorated_generator(n: int) -> None:
+        for _ in range(n):
+            for _ in stream(1):
+                pass
+
+    processor = current().processor
+    delivering = processor._submit
+    # Like a sender that keeps up: the latest records are held, older ones are gone.
+    held: deque[Any] = deque(maxlen=1024)
+
+    def caller_side(fn: Callable[[int], None]) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            processor._submit = lambda build, item: held.append((build, item))
+            try:
+                fn(n)
+            finally:
+                processor._submit = delivering
+                held.clear()
+
+        return run
+
     tokens = [
         trace_id_context.set("req-1"),
         caller_id_context.set("alice"),
         request_url_context.set("http://svc/v1/work"),
     ]
-    results: dict[str, float] = {}
-    for name, fn in (
-        ("bare function", bare_function),
-        ("bare OTel span (Batch)", bare_span),
-        ("@operation_log sync", decorated),
-        ("@operation_log async", decorated_async),
-    ):
-        results[name] = _best(fn, args.calls, args.rounds)
-        gateway_otel.force_flush(60)
+
+    def settle() -> None:
+        # Nothing left over from the previous measure runs in the background during the next one.
+        anchor_provider.force_flush()
+        gateway_otel.force_flush(120)
+        gc.collect()
+
+    measures: dict[str, Callable[[int], None]] = {
+        "bare function": bare_function,
+        "bare OTel span (Batch)": bare_span,
+        "@operation_log sync": caller_side(decorated),
+        "@operation_log async": caller_side(decorated_async),
+        "@operation_log generator": caller_side(decorated_generator),
+        "@operation_log sync, with delivery": decorated,
+        "@operation_log async, with delivery": decorated_async,
+    }
+    results = _best_of(measures, args.calls, args.rounds, settle)
     del tokens
     anchor = results["bare OTel span (Batch)"]
     for name, micros in results.items():
-        print(f"{name:28s} {micros:8.2f} us/call   {micros / anchor:5.2f}x bare span")
+        print(f"{name:36s} {micros:8.2f} us/call   {micros / anchor:5.2f}x bare span")
     gateway_otel.shutdown()
     anchor_provider.shutdown()
     return results

@@ -242,3 +242,11 @@ def test_nested_operations_share_the_trace_and_record_their_parent(request_id: s
     assert spans["outer"].attributes["gateway.request_id"] == request_id
     assert spans["outer"].attributes["gateway.request_url"] == "http://svc/v1/chat"
     assert spans["outer"].attributes["gateway.is_cost_log"] is False
+
+
+def test_record_uuid_is_uuid5_of_trace_span_and_kind() -> None:
+    from gateway_otel._records import RECORD_NAMESPACE
+
+    for trace_id, span_id, kind in ((1, 2, "in"), (2**128 - 1, 2**64 - 1, "out"), (123456789, 987654321, "out")):
+        expected = uuid.uuid5(RECORD_NAMESPACE, f"{trace_id:032x}{span_id:016x}{kind}")
+        assert record_uuid(trace_id, span_id, kind) == str(expected)

@@ -319,7 +319,7 @@ class Delivery:
             head = queue[0]
             if isinstance(head, _Marker):
                 queue.popleft()
-                head.target = self._dispatched + len(to_spool)
+                head.target = self._dispatched  # counts the records spooled in this pass too
                 self._markers.append(head)
                 continue
             too_old = now - head[2] > SPILL_AFTER

@@ -31,7 +31,7 @@ def span_record(op_log_type: str, span: ReadableSpan) -> dict[str, Any]:
         parent_span_id=parent.span_id if parent is not None else None,
         start_time_ns=span.start_time or 0,
         end_time_ns=span.end_time,
-        attributes=span.attributes or {},
+        attributes=dict(span.attributes or {}),  # one copy: a dict's get is cheaper than a mapping proxy's
         failed=span.status.status_code is StatusCode.ERROR,
         service=str(resource.get("service.name", "unknown_service")),
     )

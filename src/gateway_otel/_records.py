@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid as uuid_module
 from collections.abc import Mapping
+from hashlib import sha1 as _sha1
 from typing import Any, Literal
 
 import orjson
@@ -23,6 +24,7 @@ ANONYMOUS = "anonymous"
 
 #: Namespace of record uuids (uuid5 of trace id, span id and in/out).
 RECORD_NAMESPACE = uuid_module.UUID("6f0d7a4e-3c1b-5e9a-9b43-4c2e8d1f7a10")
+_NAMESPACE_BYTES = RECORD_NAMESPACE.bytes
 
 _FIELDS = {
     "uuid": "uuid",
@@ -43,8 +45,17 @@ _FIELDS = {
 
 
 def record_uuid(trace_id: int, span_id: int, op_log_type: str) -> str:
-    """The uuid of a span's ``in`` or ``out`` record: the same whenever and wherever it is rebuilt."""
-    return str(uuid_module.uuid5(RECORD_NAMESPACE, f"{trace_id:032x}{span_id:016x}{op_log_type}"))
+    """The uuid of a span's ``in`` or ``out`` record: the same whenever and wherever it is rebuilt.
+
+    It is ``uuid5(RECORD_NAMESPACE, trace id hex + span id hex + in/out)``, computed here without
+    ``uuid.UUID`` objects (a fifth of a record's build time on the delivery thread).
+    """
+    name = f"{trace_id:032x}{span_id:016x}{op_log_type}".encode()
+    digest = bytearray(_sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])  # uuid5's hash
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclasses.dataclass
@@ -108,7 +119,8 @@ def build_record(
             loaded = {"extra": extra_json}
         if isinstance(loaded, dict):
             extra.update(loaded)
-    extra["traceId"] = f"{trace_id:032x}"
+    trace_hex = f"{trace_id:032x}"
+    extra["traceId"] = trace_hex
     extra["spanId"] = f"{span_id:016x}"
     if parent_span_id:
         extra["parentSpanId"] = f"{parent_span_id:016x}"
@@ -116,7 +128,7 @@ def build_record(
     status = FAILED if is_out and failed else SUCCESS
     payload: dict[str, Any] = {
         "uuid": record_uuid(trace_id, span_id, op_log_type),
-        "requestId": str(attributes.get(attrs.REQUEST_ID) or f"{trace_id:032x}"),
+        "requestId": str(attributes.get(attrs.REQUEST_ID) or trace_hex),
         "callerId": str(attributes.get(attrs.CALLER_ID) or ANONYMOUS),
         "requestUrl": str(attributes.get(attrs.REQUEST_URL) or ""),
         "opLogType": op_log_type,
