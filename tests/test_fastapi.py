@@ -14,6 +14,7 @@ import httpx
 import pytest
 import websockets
 from fastapi import FastAPI, WebSocket
+from opentelemetry.trace import SpanKind
 
 from gateway_otel import GatewayClient, current_caller_id, current_request_id, instrument_app, operation_log
 from gateway_otel._servers import serve_in_thread
@@ -224,3 +225,23 @@ def test_concurrent_blocking_look_ups_of_one_token_make_one_gateway_call(healthy
         client.close()
     assert callers == ["bob"] * 20
     assert healthy_gateway.stats()["tokenChecks"] - before == 1
+
+
+def test_each_request_is_a_server_span_joining_the_callers_trace(service: str, captured_records: Any) -> None:
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{'1' * 16}-01"
+    response = httpx.post(f"{service}/v1/chat", json={"prompt": "t"}, headers={**ALICE, "traceparent": traceparent})
+    assert response.status_code == 200
+    spans = {span.name: span for span in captured_records.spans}
+    assert [span.kind for span in captured_records.spans].count(SpanKind.SERVER) == 1
+    server, operation = spans["POST /v1/chat"], spans["chat"]
+    assert server.kind is SpanKind.SERVER
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert server.parent is not None and format(server.parent.span_id, "016x") == "1" * 16
+    assert operation.parent is not None and operation.parent.span_id == server.context.span_id
+    assert server.attributes["http.request.method"] == "POST"
+    assert server.attributes["http.route"] == "/v1/chat"
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["url.path"] == "/v1/chat"
+    # no X-Request-ID sent: the request id is the (caller's) trace id
+    assert response.headers["x-request-id"] == trace_id

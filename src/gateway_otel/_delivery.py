@@ -45,6 +45,8 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: A record older than this (waiting in memory or in flight) is also written to the spool,
 #: so that a process killed while the gateway is slow or down loses nothing older.
 SPILL_AFTER = 0.5
+#: Seconds between two looks at a spool found empty (another process sharing it may fill it).
+SPOOL_POLL = 1.0
 #: Records read from the spool at a time.
 SPOOL_CLAIM = 256
 #: Seconds between two looks at the spool and at records in flight.
@@ -129,6 +131,7 @@ class Delivery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._claimed: deque[tuple[str, bytes]] = deque()
         self._spool_empty = False
+        self._spool_looked = 0.0
         self._acked: list[str] = []
         self._http: HttpPool | None = None
         self._failures = 0
@@ -384,8 +387,11 @@ class Delivery:
             return
         per_request = self.settings.batch_size if self.settings.batch else 1
         claimed = self._claimed
+        if not claimed and self._spool_empty and now - self._spool_looked < SPOOL_POLL:
+            return  # found empty a moment ago and nothing written since (other processes: next poll)
         while len(self._inflight) < self.settings.max_in_flight:
             if not claimed:
+                self._spool_looked = now
                 try:
                     records = self.spool.claim(max(SPOOL_CLAIM, per_request))
                 except Exception as exc:

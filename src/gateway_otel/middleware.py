@@ -26,6 +26,7 @@ from ._client import GatewayClient, default_client
 from ._context import with_identity, without_identity
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import current
+from ._server_span import end_server_span, start_server_span
 from .logging import request_started
 
 __all__ = ["HttpContextMiddleware", "WebSocketHttpContextMiddleware", "sane_request_id"]
@@ -58,16 +59,14 @@ def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (the last of repeated ones), decoded once."""
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers", ())}
 
 
-def _url(scope: Scope) -> str:
+def _url(scope: Scope, headers: dict[str, str]) -> str:
     scheme = scope.get("scheme", "http")
-    host = _header(scope, b"host")
+    host = headers.get("host")
     if host is None:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}" if server else "localhost"
@@ -87,8 +86,10 @@ class _ContextMiddlewareBase:
         exclude_url: Sequence[str] | None = None,
         client: GatewayClient | None = None,
         trust_upstream: bool | None = None,
+        server_spans: bool = False,
     ) -> None:
         self.app = app
+        self._server_spans = server_spans
         self._exclude = _compile_excludes([*(exclude_path or ()), *(exclude_url or ())])
         self._client = client
         self._trust_upstream = trust_upstream
@@ -107,8 +108,9 @@ class _ContextMiddlewareBase:
             self._trust_upstream = current().settings.trust_upstream
         return self._trust_upstream
 
-    def _identity(self, scope: Scope, caller_id: str | None) -> tuple[otel_context.Context, str]:
-        base = otel_context.get_current()
+    def _identity(
+        self, scope: Scope, headers: dict[str, str], caller_id: str | None, base: otel_context.Context
+    ) -> tuple[otel_context.Context, str]:
         upstream = get_baggage(base)
         if self._trusted():
             request_id = sane_request_id(str(upstream.get(attrs.REQUEST_ID) or "")) or None
@@ -117,8 +119,8 @@ class _ContextMiddlewareBase:
         else:
             base = without_identity(base)
             request_id, url = None, None
-        request_id = request_id or sane_request_id(_header(scope, REQUEST_ID_HEADER)) or _trace_id_or_new()
-        url = url or current().scrubber.scrub_url(_url(scope))
+        request_id = request_id or sane_request_id(headers.get("x-request-id")) or _trace_id_or_new(base)
+        url = url or current().scrubber.scrub_url(_url(scope, headers))
         return with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url), request_id
 
 
@@ -126,8 +128,8 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _trace_id_or_new() -> str:
-    span_context = trace.get_current_span().get_span_context()
+def _trace_id_or_new(ctx: otel_context.Context) -> str:
+    span_context = trace.get_current_span(ctx).get_span_context()
     if span_context.is_valid:
         return format(span_context.trace_id, "032x")
     return uuid.uuid4().hex
@@ -163,31 +165,48 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             request_started.reset(started)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        caller_id: str | None = None
-        failure: tuple[int, str] | None = None
-        if not self.excluded(scope["path"]):
-            try:
-                caller_id = await self.client.avalidate_token(_header(scope, b"authorization"))
-            except AuthorizationException as exc:
-                failure = (401, str(exc))
-            except GatewayUnavailableError:
-                failure = (503, "the gateway cannot check the token now")
-        ctx, request_id = self._identity(scope, caller_id)
-        if failure is not None:
-            await _json_error(send, failure[0], failure[1], request_id)
-            return
-        header = (REQUEST_ID_HEADER, request_id.encode())
-
-        async def send_with_request_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = otel_context.attach(ctx)
+        headers = _headers(scope)
+        base = otel_context.get_current()
+        span = None
+        if self._server_spans:
+            span, base = start_server_span(current().tracer, scope, headers, base)
+        status: int | None = None
+        error: BaseException | None = None
         try:
-            await self.app(scope, receive, send_with_request_id)
+            caller_id: str | None = None
+            failure: tuple[int, str] | None = None
+            if not self.excluded(scope["path"]):
+                try:
+                    caller_id = await self.client.avalidate_token(headers.get("authorization"))
+                except AuthorizationException as exc:
+                    failure = (401, str(exc))
+                except GatewayUnavailableError:
+                    failure = (503, "the gateway cannot check the token now")
+            ctx, request_id = self._identity(scope, headers, caller_id, base)
+            if failure is not None:
+                status = failure[0]
+                await _json_error(send, failure[0], failure[1], request_id)
+                return
+            header = (REQUEST_ID_HEADER, request_id.encode())
+
+            async def send_with_request_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", ()), header]
+                await send(message)
+
+            token = otel_context.attach(ctx)
+            try:
+                await self.app(scope, receive, send_with_request_id)
+            finally:
+                otel_context.detach(token)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            otel_context.detach(token)
+            if span is not None:
+                end_server_span(span, scope, status, error)
 
 
 class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
@@ -200,16 +219,17 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
+        headers = _headers(scope)
         caller_id: str | None = None
         if not self.excluded(scope["path"]):
-            token = _header(scope, b"authorization") or _query_token(scope)
+            token = headers.get("authorization") or _query_token(scope)
             try:
                 caller_id = await self.client.avalidate_token(token)
             except (AuthorizationException, GatewayUnavailableError):
                 await receive()  # websocket.connect
                 await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid token"})
                 return
-        ctx, _ = self._identity(scope, caller_id)
+        ctx, _ = self._identity(scope, headers, caller_id, otel_context.get_current())
         token_ctx = otel_context.attach(ctx)
         try:
             await self.app(scope, receive, send)

@@ -1,0 +1,63 @@
+"""A lean OpenTelemetry HTTP server span for ASGI requests (stable HTTP semantic conventions).
+
+Measured need: the stock ``opentelemetry-instrumentation-fastapi`` costs more than the app itself
+here (0.39x the bare app's requests per second under wrk), its cost spread thin over header
+decoding, attribute building, route look-ups and its send wrapper. The context middleware reads
+the headers once anyway, so it starts this span from them: W3C trace context and baggage
+extracted, one span per request, the route and status set when the response is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from ._context import PROPAGATOR
+
+__all__ = ["end_server_span", "start_server_span"]
+
+
+def start_server_span(
+    tracer: trace.Tracer, scope: Mapping[str, Any], headers: Mapping[str, str], base: otel_context.Context
+) -> tuple[Span, otel_context.Context]:
+    """Start the request's SERVER span under the caller's trace; returns it and the context holding it."""
+    parent = PROPAGATOR.extract(headers, base) if "traceparent" in headers or "baggage" in headers else base
+    method = scope.get("method", "GET")
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.scheme": scope.get("scheme", "http"),
+        "url.path": scope.get("root_path", "") + scope.get("path", ""),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    server = scope.get("server")
+    if server:
+        attributes["server.address"], attributes["server.port"] = server[0], server[1]
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+    agent = headers.get("user-agent")
+    if agent:
+        attributes["user_agent.original"] = agent[:512]
+    span = tracer.start_span(method, parent, kind=SpanKind.SERVER, attributes=attributes)
+    return span, trace.set_span_in_context(span, parent)
+
+
+def end_server_span(span: Span, scope: Mapping[str, Any], status: int | None, error: BaseException | None) -> None:
+    """Name the span after the matched route, set the response status, end it."""
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        span.set_attribute("http.route", route)
+        span.update_name(f"{scope.get('method', 'GET')} {route}")
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    if error is not None:
+        span.set_attribute("error.type", type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+    elif status is not None and status >= 500:
+        span.set_attribute("error.type", str(status))
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
