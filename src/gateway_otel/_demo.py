@@ -1,28 +1,31 @@
-"""``gateway-otel demo``: the whole path on one machine, with no set-up."""
+"""``gateway-otel demo``: the whole path on one machine, with no set-up.
+
+A reference gateway (temporary SQLite, demo callers), an edge FastAPI service instrumented with
+``instrument_app``, and a worker service it calls over httpx (trace context and identity travel
+as W3C headers); sample calls with a good token, a bad token, a failing operation, billed ones,
+a streamed response and a call through the worker; then every request's records as a tree,
+billing per caller as the gateway's database holds it, and where to look further.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from rich.console import Console
 
-from . import (
-    caller_id_context,
-    configure,
-    force_flush,
-    operation_log,
-    request_url_context,
-    trace_id_context,
-)
+from . import configure, force_flush, instrument_app, operation_log
 from ._servers import free_port, serve_in_thread
 from .cli import billing_table, fetch_records, record_tree
+
+WORKER_URL_ENV = "GATEWAY_OTEL_DEMO_WORKER"
 
 
 @operation_log
@@ -44,60 +47,120 @@ def translate(text: str, target: str) -> str:
 async def stream_answer(prompt: str) -> AsyncIterator[str]:
     for word in ("streamed", "answer", "to", prompt):
         await asyncio.sleep(0.01)
-        yield word
+        yield word + " "
 
 
-def _as(caller: str, url: str) -> tuple[str, list[Any]]:
-    request_id = uuid.uuid4().hex
-    return request_id, [
-        (trace_id_context, trace_id_context.set(request_id)),
-        (caller_id_context, caller_id_context.set(caller)),
-        (request_url_context, request_url_context.set(url)),
-    ]
+@operation_log(op_type="embed", is_cost_log=True)
+async def embed(text: str) -> list[float]:
+    await asyncio.sleep(0.005)
+    return [round(len(word) / 10, 2) for word in text.split()]
 
 
-def _reset(tokens: list[Any]) -> None:
-    for field, token in reversed(tokens):
-        field.reset(token)
+@operation_log
+async def call_worker(text: str) -> Any:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(f"{os.environ[WORKER_URL_ENV]}/embed", json={"text": text})
+        response.raise_for_status()
+        return response.json()
 
 
-def run(console: Console, workdir: Path) -> None:
+def edge_app() -> FastAPI:
+    app = FastAPI(title="demo edge service")
+
+    @app.post("/v1/summarize")
+    async def summarize_endpoint(body: dict[str, Any]) -> dict[str, Any]:
+        return {"summary": summarize(body["text"], api_key=body.get("api_key", ""))}
+
+    @app.post("/v1/translate")
+    async def translate_endpoint(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"translation": translate(body["text"], body["target"])}
+        except ValueError as exc:
+            return {"error": str(exc)}
+
+    @app.get("/v1/stream")
+    async def stream_endpoint(prompt: str) -> StreamingResponse:
+        return StreamingResponse(stream_answer(prompt), media_type="text/plain")
+
+    @app.post("/v1/pipeline")
+    async def pipeline_endpoint(body: dict[str, Any]) -> dict[str, Any]:
+        return {"embedding": await call_worker(body["text"])}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return instrument_app(app, exclude_path=["/health"])
+
+
+def worker_app() -> FastAPI:
+    app = FastAPI(title="demo worker service")
+
+    @app.post("/embed")
+    async def embed_endpoint(body: dict[str, Any]) -> list[float]:
+        return await embed(body["text"])
+
+    # An internal service behind the edge: identity comes from the propagated baggage.
+    return instrument_app(app, exclude_path=["*"], trust_upstream=True)
+
+
+SAMPLES: list[tuple[str, str, str, dict[str, Any] | None, str | None]] = [
+    # (what, method, path, json body, token)
+    (
+        "billed summary (alice)",
+        "POST",
+        "/v1/summarize?api_key=sk-demo",
+        {"text": "the quick brown fox jumps"},
+        "demo-alice",
+    ),
+    ("failing translation (bob)", "POST", "/v1/translate", {"text": "hello", "target": "tlh"}, "demo-bob"),
+    ("streamed answer (alice)", "GET", "/v1/stream?prompt=you", None, "demo-alice"),
+    ("through the worker service (bob)", "POST", "/v1/pipeline", {"text": "tokens for an embedding"}, "demo-bob"),
+    ("second billed summary (bob)", "POST", "/v1/summarize", {"text": "one two three four"}, "Bearer demo-bob"),
+    ("bad token", "POST", "/v1/summarize", {"text": "x"}, "not-a-token"),
+]
+
+
+def run(console: Console, workdir: Path) -> int:
+    """Run the demo in ``workdir``; returns the number of request trees shown."""
     from .gateway._server import build
 
     store, gateway_app = build(workdir / "gateway.sqlite3", demo=True)
-    port = free_port()
-    with serve_in_thread(gateway_app, port) as gateway_url:
-        console.print(f"[bold]reference gateway[/] {gateway_url} (callers alice: demo-alice, bob: demo-bob)")
-        os.environ.setdefault("OTEL_SERVICE_NAME", "demo-service")
+    os.environ.setdefault("OTEL_SERVICE_NAME", "demo-edge")
+    with serve_in_thread(gateway_app, free_port()) as gateway_url:
+        console.print(f"[bold]reference gateway[/] {gateway_url}  (tokens demo-alice -> alice, demo-bob -> bob)")
         configure(openapi_host=gateway_url, spool_dir=str(workdir / "spool"))
-        request_ids: list[str] = []
-
-        with console.status("running sample operations"):
-            rid, tokens = _as("alice", "http://demo/v1/summarize?api_key=secret")
-            summarize("the quick brown fox jumps", api_key="sk-demo-secret")
-            _reset(tokens)
-            request_ids.append(rid)
-
-            rid, tokens = _as("bob", "http://demo/v1/translate")
-            with contextlib.suppress(ValueError):  # the failing operation of the demo
-                translate("hello", "tlh")
-            _reset(tokens)
-            request_ids.append(rid)
-
-            rid, tokens = _as("alice", "http://demo/v1/stream")
-
-            async def consume() -> list[str]:
-                return [word async for word in stream_answer("you")]
-
-            asyncio.run(consume())
-            _reset(tokens)
-            request_ids.append(rid)
-
-            force_flush(10)
-
-        for request_id in request_ids:
+        HTTPXClientInstrumentor().instrument()
+        with serve_in_thread(worker_app(), free_port()) as worker_url, serve_in_thread(edge_app(), free_port()) as edge:
+            os.environ[WORKER_URL_ENV] = worker_url
+            console.print(f"[bold]edge service[/] {edge}   [bold]worker service[/] {worker_url}")
+            request_ids: list[tuple[str, str]] = []
+            with console.status("sample calls") as status, httpx.Client(base_url=edge, timeout=20) as client:
+                for what, method, path, body, token in SAMPLES:
+                    status.update(f"sample call: {what}")
+                    response = client.request(method, path, json=body, headers={"Authorization": token or ""})
+                    console.print(
+                        f"  {what:34s} -> HTTP {response.status_code}  X-Request-ID {response.headers['x-request-id']}"
+                    )
+                    if response.status_code == 200:
+                        request_ids.append((what, response.headers["x-request-id"]))
+                status.update("waiting for delivery")
+                force_flush(20)
+        HTTPXClientInstrumentor().uninstrument()
+        console.print()
+        for what, request_id in request_ids:
+            console.print(f"[dim]{what}[/]")
             console.print(record_tree(request_id, fetch_records(gateway_url, request_id)))
         stats = httpx.get(f"{gateway_url}/v1/openapi/stats", timeout=10).json()["data"]
         console.print(billing_table(stats))
-        console.print(f"records delivered: {stats['stored']}, duplicates refused: {stats['duplicates']}")
+        console.print(f"records stored: {stats['stored']}, duplicates refused: {stats['duplicates']}")
+        console.print(
+            "\n[bold]where to look[/]\n"
+            "  gateway pages:             gateway-otel demo --keep DIR, then gateway-otel gateway --db "
+            "DIR/gateway.sqlite3 and http://127.0.0.1:8600/requests/<X-Request-ID>\n"
+            "  records of a request:      gateway-otel logs <X-Request-ID> --host <gateway URL>\n"
+            "  traces in Jaeger:          docker compose up (compose.yaml), then OTEL_EXPORTER_OTLP_ENDPOINT="
+            "http://localhost:4318 for your services, and http://localhost:16686"
+        )
     store.close()
+    return len(request_ids)

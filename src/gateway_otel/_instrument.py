@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
+
+from starlette.applications import Starlette
 
 from ._client import GatewayClient
 from ._pipeline import current
 from .logging import install as install_log_correlation
 from .middleware import HttpContextMiddleware
 
+AppT = TypeVar("AppT", bound=Starlette)  # a FastAPI or Starlette app
+
 
 def instrument_app(
-    app: Any,
+    app: AppT,
     *,
     exclude_path: Sequence[str] = (),
     client: GatewayClient | None = None,
     trust_upstream: bool | None = None,
     server_spans: bool = True,
     log_correlation: bool = True,
-) -> Any:
+) -> AppT:
     """Server spans (OTel HTTP semantic conventions), the context middleware with auth, the request id
     header and log correlation, on a FastAPI or Starlette app. Returns the app.
 

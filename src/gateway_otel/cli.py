@@ -64,7 +64,7 @@ def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
             parts.append(f"[green]{status}[/]" if status == "success" else f"[red]{status}[/]")
             parts.append(_duration(out))
             if out["isCostLog"]:
-                parts.append("[magenta]billed[/]")
+                parts.append("[magenta]billed[/]" if status == "success" else "[dim]not billed (failed)[/]")
             if out.get("errMsg"):
                 parts.append(f"[red]{out['errMsg']}[/]")
         if entry["in"] is None:
@@ -216,10 +216,16 @@ def spool(
 
 
 @app.command()
-def demo() -> None:
-    """The whole path on one machine: reference gateway, decorated operations, records as trees."""
+def demo(
+    keep: Annotated[Path | None, typer.Option(help="keep the gateway database and spool in this directory")] = None,
+) -> None:
+    """The whole path on one machine: reference gateway, instrumented services, sample calls, records."""
     from . import _demo
 
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        _demo.run(console, keep)
+        return
     with tempfile.TemporaryDirectory(prefix="gateway-otel-demo-") as tmp:
         _demo.run(console, Path(tmp))
 
@@ -229,3 +235,7 @@ def main() -> None:
 
 
 __all__ = ["app", "billing_table", "fetch_records", "main", "record_tree"]
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._store import Caller, Store
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+_PAGE = (FilePath(__file__).parent / "static" / "request.html").read_bytes()
 MAX_BATCH = 10_000
 
 
@@ -220,6 +222,11 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
             data["tokenChecks"] = faults.token_checks
             data["reportCalls"] = faults.report_calls
         return _ok(data)
+
+    @app.get("/requests/{requestId}", include_in_schema=False)
+    async def request_page(requestId: str) -> Response:
+        """A read-only page: the request's records as a timeline of operations, then as a table."""
+        return Response(_PAGE, media_type="text/html; charset=utf-8")
 
     if faults is not None:
 
