@@ -112,10 +112,11 @@ def _provider() -> tuple[TracerProvider, bool]:
 
 
 def _make_billing_safe(provider: TracerProvider) -> None:
-    # The SDK has no public setter for a provider's sampler; tracers made afterwards take this one.
+    # ``sampler`` is a plain attribute of the SDK's provider, read by each tracer it makes later
+    # (ours included); tracers made before keep the sampler they had.
     sampler = provider.sampler
     if not isinstance(sampler, BillingSafeSampler):
-        provider._sampler = BillingSafeSampler(sampler)  # type: ignore[attr-defined]
+        provider.sampler = BillingSafeSampler(sampler)
 
 
 def _add_otlp(provider: TracerProvider, settings: Settings) -> None:

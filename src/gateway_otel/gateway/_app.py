@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._records import encode
+from ._otlp import OtlpError, records_from_otlp
 from ._store import Caller, Store
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -222,6 +224,33 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
             data["tokenChecks"] = faults.token_checks
             data["reportCalls"] = faults.report_calls
         return _ok(data)
+
+    @app.post(
+        "/v1/traces",
+        tags=["otlp"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            }
+        },
+        responses={200: {"description": "ExportTraceServiceResponse (empty)"}},
+    )
+    async def otlp_traces(request: Request) -> Response:
+        """OTLP/HTTP trace export: operation spans become records (same uuids as the adapter's exporter)."""
+        content_type = request.headers.get("content-type", "application/x-protobuf")
+        try:
+            records = records_from_otlp(await request.body(), content_type, request.headers.get("content-encoding"))
+        except OtlpError as exc:
+            return _error(400, str(exc))
+        if records:
+            store.add_records([orjson.loads(encode(record)) for record in records], via="otlp")
+        if "json" in content_type:
+            return Response(b"{}", media_type="application/json")
+        return Response(b"", media_type="application/x-protobuf")
 
     @app.get("/requests/{requestId}", include_in_schema=False)
     async def request_page(requestId: str) -> Response:

@@ -1,0 +1,227 @@
+"""The OpenTelemetry path: OTLP to a collector (rotel) and into the gateway, zero-code export, sampling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import rotel
+
+from gateway_otel import operation_log, trace_id_context
+from gateway_otel.testing import eventually, free_port, wait_for_port
+
+from conftest import Gateway, run_script
+
+CALLS = """
+from gateway_otel import operation_log, trace_id_context, caller_id_context
+
+@operation_log(is_cost_log=True)
+def bill(i):
+    return {{"i": i}}
+
+trace_id_context.set({rid!r})
+caller_id_context.set("alice")
+for i in range({n}):
+    bill(i)
+"""
+
+
+def test_otlp_json_operation_spans_become_the_exporters_records(
+    healthy_gateway: Gateway, captured_records: Any, flush: Any
+) -> None:
+    rid = uuid.uuid4().hex
+
+    @operation_log(is_cost_log=True)
+    def charge(amount: int) -> int:
+        return amount
+
+    token = trace_id_context.set(rid)
+    try:
+        charge(3)
+    finally:
+        trace_id_context.reset(token)
+    flush()
+    direct = {r["uuid"]: r for r in healthy_gateway.wait_records(rid, 2)}
+    (span,) = [s for s in captured_records.spans if s.name == "charge"]
+    attributes = [
+        {"key": key, "value": {"boolValue": value} if isinstance(value, bool) else {"stringValue": str(value)}}
+        for key, value in span.attributes.items()
+    ]
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [
+                        {"key": "service.name", "value": {"stringValue": direct.popitem()[1]["extraInfo"]["service"]}}
+                    ]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": format(span.context.trace_id, "032x"),
+                                "spanId": format(span.context.span_id, "016x"),
+                                "parentSpanId": "",
+                                "name": span.name,
+                                "startTimeUnixNano": str(span.start_time),
+                                "endTimeUnixNano": str(span.end_time),
+                                "attributes": attributes,
+                                "status": {"code": 0},
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    before = healthy_gateway.stats()
+    response = httpx.post(
+        f"{healthy_gateway.url}/v1/traces", content=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200
+    after = healthy_gateway.stats()
+    assert after["duplicates"] - before["duplicates"] == 2  # the same two uuids: acknowledged, not stored again
+    assert after["stored"] == before["stored"]
+
+
+def test_otlp_receiver_refuses_garbage_with_400(healthy_gateway: Gateway) -> None:
+    for content_type in ("application/x-protobuf", "application/json"):
+        response = httpx.post(
+            f"{healthy_gateway.url}/v1/traces", content=b"\xff\x00garbage", headers={"content-type": content_type}
+        )
+        assert response.status_code == 400
+        assert response.json()["code"] == 400
+
+
+@pytest.fixture
+def collector(healthy_gateway: Gateway, tmp_path: Path) -> Iterator[int]:
+    """The rotel OTLP collector, receiving on a free HTTP port and forwarding to the gateway's /v1/traces."""
+    agent = Path(rotel.__file__).parent / "rotel-agent"
+    http_port, grpc_port = free_port(), free_port()
+    args = [
+        str(agent),
+        "start",
+        "--otlp-grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint",
+        f"127.0.0.1:{http_port}",
+        "--exporter",
+        "otlp",
+        "--otlp-exporter-endpoint",
+        healthy_gateway.url,
+        "--otlp-exporter-protocol",
+        "http",
+        "--batch-timeout",
+        "100ms",
+        "--pid-file",
+        str(tmp_path / "rotel.pid"),
+        "--log-file",
+        str(tmp_path / "rotel.log"),
+    ]
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+        try:
+            wait_for_port(http_port, process=process)
+            yield http_port
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.mark.infra
+def test_spans_through_a_real_collector_give_the_same_records_and_no_double_billing(
+    healthy_gateway: Gateway, collector: int, tmp_path: Path
+) -> None:
+    rid = f"otlp-{uuid.uuid4().hex}"
+    n = 50
+    before = healthy_gateway.stats()
+    result = run_script(
+        CALLS.format(rid=rid, n=n),
+        env={
+            "OPENAPI_HOST": healthy_gateway.url,
+            "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector}",
+            "OTEL_SERVICE_NAME": "otlp-test",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    # Every record arrives twice: from the adapter, and from the collector's OTLP. Stored once.
+    eventually(lambda: healthy_gateway.stats()["duplicates"] - before["duplicates"] >= 2 * n, timeout=30)
+    after = healthy_gateway.stats()
+    assert after["duplicates"] - before["duplicates"] == 2 * n
+    records = healthy_gateway.records(rid)
+    assert len(records) == 2 * n
+    assert sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"]) == n
+    assert {r["extraInfo"]["service"] for r in records} == {"otlp-test"}
+
+
+def test_sampling_never_drops_billing_records(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    rid = f"sampled-{uuid.uuid4().hex}"
+    before = healthy_gateway.stats()
+    result = run_script(
+        CALLS.format(rid=rid, n=1000),
+        env={
+            "OPENAPI_HOST": healthy_gateway.url,
+            "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": healthy_gateway.url,  # the gateway's own OTLP receiver
+            "OTEL_TRACES_SAMPLER": "traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    records = healthy_gateway.wait_records(rid, 2000, timeout=30)
+    assert sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"]) == 1000
+    # Only sampled traces went over OTLP: each gave its two records a second time (deduplicated).
+    eventually(lambda: healthy_gateway.stats()["duplicates"] > before["duplicates"], timeout=10)
+    traces_over_otlp = (healthy_gateway.stats()["duplicates"] - before["duplicates"]) / 2
+    assert 1 <= traces_over_otlp <= 35, traces_over_otlp
+
+
+ZERO_CODE_APP = """
+from gateway_otel import operation_log, trace_id_context
+
+@operation_log(is_cost_log=True)
+def bill(i):
+    return i
+
+trace_id_context.set({rid!r})
+for i in range(20):
+    bill(i)
+"""
+
+
+def test_zero_code_exporter_delivers_records(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    rid = f"zero-code-{uuid.uuid4().hex}"
+    script = tmp_path / "app.py"
+    script.write_text(ZERO_CODE_APP.format(rid=rid))
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    result = subprocess.run(
+        [str(instrument), sys.executable, str(script)],
+        env={
+            **os.environ,
+            "OTEL_TRACES_EXPORTER": "gateway",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OPENAPI_HOST": healthy_gateway.url,
+            "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    records = healthy_gateway.wait_records(rid, 40)
+    assert len(records) == 40
+    assert len({r["uuid"] for r in records}) == 40
