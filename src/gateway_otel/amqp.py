@@ -1,0 +1,60 @@
+"""Trace context and request identity across RabbitMQ (aio-pika) messages.
+
+``message_headers()`` gives the W3C ``traceparent`` and baggage (request id, caller id, request
+URL) to put on an outgoing message; ``consume(message)`` runs the handling of an incoming one as a
+CONSUMER span in the sender's trace, with the sender's identity when the service trusts its
+upstream (``trust_upstream=True`` or ``GATEWAY_OTEL_TRUST_UPSTREAM=1``: a worker behind the gateway).
+
+Hand-written rather than ``opentelemetry-instrumentation-aio-pika``: its releases pin an older
+``opentelemetry-instrumentation`` than the HTTP instrumentations in use, so both cannot be
+installed together; these two functions are all that propagation over AMQP needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ._context import PROPAGATOR, without_identity
+from ._pipeline import current
+
+__all__ = ["consume", "message_headers"]
+
+
+def message_headers(headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``headers`` plus ``traceparent`` and ``baggage`` of the current context, for ``aio_pika.Message``."""
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier)
+    return {**(headers or {}), **carrier}
+
+
+@contextlib.contextmanager
+def consume(message: Any, *, trust_upstream: bool | None = None, name: str | None = None) -> Iterator[trace.Span]:
+    """Handle ``message`` (an ``aio_pika.IncomingMessage``) as a CONSUMER span of the sender's trace."""
+    headers = {str(k): v.decode() if isinstance(v, bytes) else str(v) for k, v in (message.headers or {}).items()}
+    ctx = PROPAGATOR.extract(headers, otel_context.Context())
+    trusted = current().settings.trust_upstream if trust_upstream is None else trust_upstream
+    if not trusted:
+        ctx = without_identity(ctx)
+    routing_key = getattr(message, "routing_key", None) or "message"
+    attributes = {"messaging.system": "rabbitmq", "messaging.operation.type": "process"}
+    if getattr(message, "routing_key", None):
+        attributes["messaging.destination.name"] = message.routing_key
+    span = current().tracer.start_span(
+        name or f"process {routing_key}", ctx, kind=SpanKind.CONSUMER, attributes=attributes
+    )
+    token = otel_context.attach(trace.set_span_in_context(span, ctx))
+    try:
+        yield span
+    except BaseException as exc:
+        span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+        span.record_exception(exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
