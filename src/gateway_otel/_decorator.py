@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from typing import Any, TypeVar, cast, overload
 
@@ -139,10 +140,12 @@ class _Operation:
     def fail(self, span: Span, start_ns: int, mono_ns: int, exc: BaseException) -> None:
         """End the span of a call that raised ``exc``."""
         try:
-            message = current().scrubber.scrub_text(f"{type(exc).__name__}: {safe_str(exc)}")[:MAX_ERROR_CHARS]
+            scrubber = current().scrubber
+            message = scrubber.scrub_text(f"{type(exc).__name__}: {safe_str(exc)}")[:MAX_ERROR_CHARS]
             span.set_attribute(attrs.ERROR, message)
             span.set_status(Status(StatusCode.ERROR, message))
-            span.record_exception(exc, attributes={"exception.message": message})
+            stacktrace = scrubber.scrub_text("".join(traceback.format_exception(exc)))
+            span.record_exception(exc, attributes={"exception.message": message, "exception.stacktrace": stacktrace})
         except Exception as internal:
             log_once("decorator-error", "gateway-otel: could not record an exception: %r", internal)
         finally:

@@ -17,7 +17,7 @@ from opentelemetry.baggage import get_all as get_baggage
 
 from . import _attributes as attrs
 
-__all__ = ["AccessFormatter", "RequestContextFilter", "install"]
+__all__ = ["AccessFormatter", "AccessScrubFilter", "RequestContextFilter", "install"]
 
 #: ``perf_counter()`` when the current request arrived (set by the context middleware).
 request_started: ContextVar[float | None] = ContextVar("gateway_otel_request_started", default=None)
@@ -45,12 +45,25 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+class AccessScrubFilter(logging.Filter):
+    """Redacts secret query parameters in uvicorn's access lines (``?access_token=...``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            from ._pipeline import current
+
+            record.args = (*args[:2], current().scrubber.scrub_text(args[2]), *args[3:])
+        return True
+
+
 def install() -> None:
-    """Annotate every log record made from now on (idempotent)."""
+    """Annotate every log record made from now on, and scrub uvicorn's access lines (idempotent)."""
     global _installed
     if _installed:
         return
     _installed = True
+    logging.getLogger("uvicorn.access").addFilter(AccessScrubFilter())
     previous = logging.getLogRecordFactory()
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:

@@ -16,7 +16,7 @@ import orjson
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,10 +29,21 @@ _PAGE = (FilePath(__file__).parent / "static" / "request.html").read_bytes()
 MAX_BATCH = 10_000
 
 
+def _integral(value: Any) -> Any:
+    """JSON's integers: ``12`` and ``12.0`` are, ``true`` is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Millis = Annotated[int, BeforeValidator(_integral)]
+
+
 class Record(BaseModel):
     """One operation log record, as the protocol defines it."""
 
-    model_config = ConfigDict(extra="allow")
+    # Strict: an integer is not a float or a boolean, a boolean not a number (the schema says so).
+    model_config = ConfigDict(extra="allow", strict=True)
 
     uuid: str = Field(min_length=1, max_length=128)
     requestId: str = Field(min_length=1, max_length=256)
@@ -42,8 +53,8 @@ class Record(BaseModel):
     opType: str = Field(min_length=1, max_length=256)
     isCostLog: bool
     operationStatus: Literal["success", "failed"]
-    startTimeMillis: int = Field(ge=0, le=2**53)
-    durationMillis: int = Field(ge=0, le=2**53)
+    startTimeMillis: Millis = Field(ge=0, le=2**53)
+    durationMillis: Millis = Field(ge=0, le=2**53)
     request: dict[str, Any] | list[Any]
     response: Any = None
     errMsg: str | None = None
@@ -237,17 +248,28 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
                 },
             }
         },
-        responses={200: {"description": "ExportTraceServiceResponse (empty)"}},
+        responses={
+            200: {
+                "description": "ExportTraceServiceResponse (empty)",
+                "content": {"application/x-protobuf": {}, "application/json": {"schema": {"type": "object"}}},
+            }
+        },
     )
     async def otlp_traces(request: Request) -> Response:
         """OTLP/HTTP trace export: operation spans become records (same uuids as the adapter's exporter)."""
         content_type = request.headers.get("content-type", "application/x-protobuf")
+        body = await request.body()
+        if not body:
+            return _error(400, "empty export request")
         try:
-            records = records_from_otlp(await request.body(), content_type, request.headers.get("content-encoding"))
+            records = records_from_otlp(body, content_type, request.headers.get("content-encoding"))
         except OtlpError as exc:
             return _error(400, str(exc))
         if records:
-            store.add_records([orjson.loads(encode(record)) for record in records], via="otlp")
+            try:
+                store.add_records([orjson.loads(encode(record)) for record in records], via="otlp")
+            except (UnicodeEncodeError, orjson.JSONEncodeError) as exc:
+                return _error(400, f"text that is not valid Unicode: {exc}")
         if "json" in content_type:
             return Response(b"{}", media_type="application/json")
         return Response(b"", media_type="application/x-protobuf")

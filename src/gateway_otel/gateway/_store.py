@@ -164,10 +164,10 @@ class Store:
                         " status, start_ms, duration_ms, charge, received, via, payload)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
-                            record["uuid"],
-                            record["requestId"],
-                            record["callerId"],
-                            record["opType"],
+                            _text(record["uuid"]),
+                            _text(record["requestId"]),
+                            _text(record["callerId"]),
+                            _text(record["opType"]),
                             record["opLogType"],
                             int(bool(record["isCostLog"])),
                             record["operationStatus"],
@@ -176,7 +176,7 @@ class Store:
                             charge,
                             now,
                             via,
-                            orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS),
+                            _dumps(record),
                         ),
                     )
                     if cursor.rowcount:
@@ -184,7 +184,7 @@ class Store:
                         if charge:
                             conn.execute(
                                 "UPDATE callers SET balance = balance - ? WHERE caller_id = ?",
-                                (charge, record["callerId"]),
+                                (charge, _text(record["callerId"])),
                             )
                     else:
                         duplicates += 1
@@ -207,7 +207,7 @@ class Store:
                 "SELECT payload FROM records WHERE request_id = ? ORDER BY start_ms, op_log_type = 'out', received",
                 (request_id,),
             ).fetchall()
-        return [orjson.loads(row[0]) for row in rows]
+        return [_loads(row[0]) for row in rows]
 
     def request_ids(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent requests with their record counts."""
@@ -241,6 +241,29 @@ class Store:
                 for b in billing
             ],
         }
+
+
+def _text(value: str) -> str:
+    """Text SQLite can store: a lone surrogate (valid JSON escape, not Unicode) becomes U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
+def _dumps(record: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, lone surrogates: the stdlib escapes both
+        return json.dumps(record).encode("ascii")
+
+
+def _loads(blob: bytes) -> Any:
+    try:
+        return orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        return json.loads(blob)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""No secret leaves: not in records, spans, OTLP bytes, log lines or the spool on disk."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway_otel._servers import serve_in_thread
+from gateway_otel.testing import free_port, wait_for_port
+
+from conftest import Gateway
+
+TESTS = Path(__file__).parent
+
+
+class OtlpCapture:
+    """An OTLP/HTTP endpoint that keeps every body it receives, decompressed."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        self.bodies.append(gzip.decompress(body) if headers.get(b"content-encoding") == b"gzip" else body)
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]}
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+def otlp_capture() -> Iterator[tuple[str, OtlpCapture]]:
+    capture = OtlpCapture()
+    with serve_in_thread(capture, free_port()) as url:
+        yield url, capture
+
+
+@pytest.mark.slow
+def test_no_secret_leaves_the_process(
+    healthy_gateway: Gateway, otlp_capture: tuple[str, OtlpCapture], tmp_path: Path
+) -> None:
+    secrets = {
+        "token": f"tok-{uuid.uuid4().hex}",
+        "password": f"pw-{uuid.uuid4().hex}",
+        "api_key": f"key-{uuid.uuid4().hex}",
+        "query": f"q-{uuid.uuid4().hex}",
+        "cookie": f"ck-{uuid.uuid4().hex}",
+    }
+    otlp_url, capture = otlp_capture
+    port = free_port()
+    spool = tmp_path / "spool"
+    log = tmp_path / "service.log"
+    # The gateway takes the token (it must know it) from the demo callers: register a secret one.
+    healthy_gateway.faults()
+    from gateway_otel.gateway import Store
+
+    Store(healthy_gateway.db).add_caller("carol", tokens=[secrets["token"]], balance=10)
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(
+            [sys.executable, str(TESTS / "leaky_app.py"), str(port)],
+            env={
+                **os.environ,
+                "OPENAPI_HOST": healthy_gateway.url,
+                "GATEWAY_OTEL_SPOOL_DIR": str(spool),
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        ) as service,
+    ):
+        try:
+            wait_for_port(port, process=service)
+            body = {
+                "user": "carol",
+                "password": secrets["password"],
+                "options": {"api_key": secrets["api_key"], "n": 1},
+            }
+            url = f"http://127.0.0.1:{port}/v1/login?access_token={secrets['query']}&page=1"
+            headers = {"Authorization": f"Bearer {secrets['token']}", "Cookie": f"session={secrets['cookie']}"}
+            first = httpx.post(url, json=body, headers=headers)
+            assert first.status_code == 200
+            assert len(healthy_gateway.wait_records(first.headers["x-request-id"], 4)) == 4
+            healthy_gateway.faults(report_status=503)  # the next request's records wait in the spool
+            response = httpx.post(url, json=body, headers=headers)
+            assert response.status_code == 200
+            request_id = response.headers["x-request-id"]
+            time.sleep(1.5)
+        finally:
+            service.send_signal(signal.SIGTERM)
+            service.wait(30)
+            healthy_gateway.faults()
+    assert (spool / "spool.sqlite3").exists()
+    spooled = b"".join(path.read_bytes() for path in spool.iterdir())
+    assert request_id.encode() in spooled  # the spool did hold this request's records
+    stored = healthy_gateway.db.read_bytes() + b"".join(
+        p.read_bytes() for p in healthy_gateway.db.parent.glob("gateway.sqlite3-*")
+    )
+    assert b"login" in stored
+    assert capture.bodies, "no OTLP export arrived"
+    places = {
+        "gateway database": stored,
+        "OTLP bytes": b"".join(capture.bodies),
+        "log output": log.read_bytes(),
+        "spool file": spooled,
+    }
+    for place, content in places.items():
+        for name, secret in secrets.items():
+            assert secret.encode() not in content, f"{name} leaked into the {place}"
+    assert b"[REDACTED]" in places["OTLP bytes"] and b"[REDACTED]" in places["gateway database"]
