@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from gateway_otel import GatewayClient, current_caller_id, current_request_id, instrument_app, operation_log
 from gateway_otel._servers import serve_in_thread
 from gateway_otel.middleware import WebSocketHttpContextMiddleware
-from gateway_otel.testing import free_port
+from gateway_otel.testing import eventually, free_port
 
 from conftest import Gateway
 
@@ -232,8 +232,14 @@ def test_each_request_is_a_server_span_joining_the_callers_trace(service: str, c
     traceparent = f"00-{trace_id}-{'1' * 16}-01"
     response = httpx.post(f"{service}/v1/chat", json={"prompt": "t"}, headers={**ALICE, "traceparent": traceparent})
     assert response.status_code == 200
-    # Only this request's spans: a span of an earlier test's request may end after its response.
-    ours = [span for span in captured_records.spans if format(span.context.trace_id, "032x") == trace_id]
+
+    def our_spans() -> list[Any]:
+        # Only this request's spans: a span of an earlier test's request may end after its response.
+        return [span for span in captured_records.spans if format(span.context.trace_id, "032x") == trace_id]
+
+    # The server span ends once the response is sent: it may end just after the client has it.
+    eventually(lambda: any(span.kind is SpanKind.SERVER for span in our_spans()), timeout=5)
+    ours = our_spans()
     spans = {span.name: span for span in ours}
     assert [span.kind for span in ours].count(SpanKind.SERVER) == 1
     server, operation = spans["POST /v1/chat"], spans["chat"]
