@@ -59,6 +59,30 @@ def flush(pipeline: Pipeline) -> Any:
     return run
 
 
+_BILLING = """
+import sys
+from gateway_otel import operation_log, trace_id_context, caller_id_context
+
+@operation_log(is_cost_log=True)
+def bill(i):
+    return i
+
+trace_id_context.set({rid!r})
+caller_id_context.set("alice")
+for i in range({n}):
+    bill(i)
+"""
+
+
+def billing_script(rid: str, n: int, *, wait: bool = False) -> str:
+    """A program making ``n`` billed calls as alice under request ``rid`` (records: 2n).
+
+    ``wait``: then it prints ``done`` and waits for a line on stdin before it exits.
+    """
+    tail = 'print("done", flush=True)\nsys.stdin.readline()\n' if wait else ""
+    return _BILLING.format(rid=rid, n=n) + tail
+
+
 class Script:
     """A Python program in its own process, talking over stdin/stdout lines (for staged scenarios)."""
 

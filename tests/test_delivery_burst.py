@@ -9,21 +9,7 @@ import pytest
 
 from gateway_otel.testing import eventually
 
-from conftest import Gateway, run_script
-
-BURST = """
-import gateway_otel
-from gateway_otel import operation_log, trace_id_context, caller_id_context
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-
-trace_id_context.set({rid!r})
-caller_id_context.set("alice")
-for i in range({n}):
-    bill(i)
-"""
+from conftest import Gateway, billing_script, run_script
 
 
 @pytest.mark.slow
@@ -31,7 +17,7 @@ def test_burst_of_10000_calls_then_exit_delivers_every_record_once(healthy_gatew
     rid = f"burst-{uuid.uuid4().hex}"
     before = healthy_gateway.stats()
     result = run_script(
-        BURST.format(rid=rid, n=10_000),
+        billing_script(rid, 10_000),
         env={
             "OPENAPI_HOST": healthy_gateway.url,
             "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path),

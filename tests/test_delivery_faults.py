@@ -20,23 +20,7 @@ from gateway_otel import submit_log
 from gateway_otel._spool import Spool
 from gateway_otel.testing import eventually, free_port, wait_for_port
 
-from conftest import Gateway, Script, run_script
-
-CALLS = """
-import sys, time
-from gateway_otel import operation_log, trace_id_context, caller_id_context
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-
-trace_id_context.set({rid!r})
-caller_id_context.set("alice")
-for i in range({n}):
-    bill(i)
-print("done", flush=True)
-sys.stdin.readline()
-"""
+from conftest import Gateway, Script, billing_script, run_script
 
 N = 100
 
@@ -84,7 +68,7 @@ def test_an_outage_then_recovery_loses_nothing_and_doubles_nothing(
     rid = f"fault-{uuid.uuid4().hex}"
     healthy_gateway.faults(**FAULTS[fault])
     before = healthy_gateway.stats()
-    script = Script(CALLS.format(rid=rid, n=N), script_env)
+    script = Script(billing_script(rid, N, wait=True), script_env)
     scripts.append(script)
     script.expect("done")
     time.sleep(1.5)  # the outage goes on
@@ -105,7 +89,7 @@ def test_refused_connections_then_a_gateway_appears(
 ) -> None:
     port = free_port()
     rid = f"refused-{uuid.uuid4().hex}"
-    script = Script(CALLS.format(rid=rid, n=N), {**script_env, "OPENAPI_HOST": f"http://127.0.0.1:{port}"})
+    script = Script(billing_script(rid, N, wait=True), {**script_env, "OPENAPI_HOST": f"http://127.0.0.1:{port}"})
     scripts.append(script)
     script.expect("done")
     time.sleep(1.0)

@@ -19,20 +19,7 @@ import rotel
 from gateway_otel import operation_log, trace_id_context
 from gateway_otel.testing import eventually, free_port, wait_for_port
 
-from conftest import Gateway, run_script
-
-CALLS = """
-from gateway_otel import operation_log, trace_id_context, caller_id_context
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return {{"i": i}}
-
-trace_id_context.set({rid!r})
-caller_id_context.set("alice")
-for i in range({n}):
-    bill(i)
-"""
+from conftest import Gateway, billing_script, run_script
 
 
 def test_otlp_json_operation_spans_become_the_exporters_records(
@@ -147,7 +134,7 @@ def test_spans_through_a_real_collector_give_the_same_records_and_no_double_bill
     n = 50
     before = healthy_gateway.stats()
     result = run_script(
-        CALLS.format(rid=rid, n=n),
+        billing_script(rid, n),
         env={
             "OPENAPI_HOST": healthy_gateway.url,
             "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
@@ -170,7 +157,7 @@ def test_sampling_never_drops_billing_records(healthy_gateway: Gateway, tmp_path
     rid = f"sampled-{uuid.uuid4().hex}"
     before = healthy_gateway.stats()
     result = run_script(
-        CALLS.format(rid=rid, n=1000),
+        billing_script(rid, 1000),
         env={
             "OPENAPI_HOST": healthy_gateway.url,
             "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
