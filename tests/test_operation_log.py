@@ -250,3 +250,33 @@ def test_record_uuid_is_uuid5_of_trace_span_and_kind() -> None:
     for trace_id, span_id, kind in ((1, 2, "in"), (2**128 - 1, 2**64 - 1, "out"), (123456789, 987654321, "out")):
         expected = uuid.uuid5(RECORD_NAMESPACE, f"{trace_id:032x}{span_id:016x}{kind}")
         assert record_uuid(trace_id, span_id, kind) == str(expected)
+
+
+def test_capture_policy_per_operation(captured_records: Any) -> None:
+    @operation_log(capture_request=False, capture_response=False)
+    def private(document: str) -> str:
+        return document.upper()
+
+    @operation_log(capture_request=lambda args: {"length": len(args["document"])}, capture_response=len)
+    def summarized(document: str) -> str:
+        return document.upper()
+
+    assert private("secret text") == "SECRET TEXT"
+    assert summarized("four") == "FOUR"
+    records = {(r["opType"], r["opLogType"]): r for r in captured_records.records}
+    assert records[("private", "in")]["request"] == {}
+    assert "response" not in records[("private", "out")]
+    assert records[("summarized", "in")]["request"] == {"length": 4}
+    assert records[("summarized", "out")]["response"] == 4
+
+
+def test_extra_patterns_and_allow_list_shape_redaction() -> None:
+    from gateway_otel._scrub import REDACTED, Scrubber
+
+    scrubber = Scrubber(patterns=[r"^ssn$"], allow=["session_id"])
+    assert scrubber.scrub({"ssn": "123", "session_id": "abc", "Api-Key": "k", "max_tokens": 5}) == {
+        "ssn": REDACTED,
+        "session_id": "abc",
+        "Api-Key": REDACTED,
+        "max_tokens": 5,
+    }
