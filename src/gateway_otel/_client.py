@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import threading
 import time
@@ -275,8 +276,17 @@ def default_client() -> GatewayClient:
     global _default
     with _default_lock:
         if _default is None or _default.base_url != (current().settings.openapi_host or None):
+            if _default is not None:
+                _default.close()
+            else:
+                atexit.register(_close_default)
             _default = GatewayClient.from_settings()
         return _default
+
+
+def _close_default() -> None:
+    if _default is not None:
+        _default.close()
 
 
 def validate_token(token: str) -> str:
