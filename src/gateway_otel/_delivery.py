@@ -104,6 +104,9 @@ class Delivery:
         self.spool = spool if spool is not None else Spool(settings.spool_dir)
         self.listeners: list[Listener] = []
         self._host = settings.openapi_host
+        # Requests in flight: several small ones hide the round trip; big batches only contend for
+        # the gateway's database (measured: 16 batches in flight deliver a third less than 4).
+        self._slots = settings.batch_in_flight if settings.batch else settings.max_in_flight
         self._hard_limit = settings.queue_size
         self._reset()
         ref = weakref.ref(self)
@@ -269,7 +272,7 @@ class Delivery:
     async def _run(self) -> None:
         assert self._wake is not None
         pool = HttpPool(
-            self._host or "http://127.0.0.1", size=self.settings.max_in_flight, timeout=self.settings.timeout
+            self._host or "http://127.0.0.1", size=self._slots, timeout=self.settings.timeout
         )
         self._http = pool
         tasks = self._tasks
@@ -283,7 +286,7 @@ class Delivery:
                 self._spill_old_inflight(now)
                 self._flush_acks()
                 self._resolve_markers()
-                if self._queue and len(self._inflight) < self.settings.max_in_flight and self._healthy(now):
+                if self._queue and len(self._inflight) < self._slots and self._healthy(now):
                     await asyncio.sleep(0)  # let the requests just started run, then take more
                     continue
                 self._wake.clear()
@@ -326,7 +329,7 @@ class Delivery:
                 self._markers.append(head)
                 continue
             too_old = now - head[2] > SPILL_AFTER
-            if healthy and len(self._inflight) < settings.max_in_flight:
+            if healthy and len(self._inflight) < self._slots:
                 records = self._pop_records(batch_size)
                 if records:
                     self._dispatch(records, fresh=len(records))
@@ -389,7 +392,7 @@ class Delivery:
         claimed = self._claimed
         if not claimed and self._spool_empty and now - self._spool_looked < SPOOL_POLL:
             return  # found empty a moment ago and nothing written since (other processes: next poll)
-        while len(self._inflight) < self.settings.max_in_flight:
+        while len(self._inflight) < self._slots:
             if not claimed:
                 self._spool_looked = now
                 try:

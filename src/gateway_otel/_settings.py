@@ -36,8 +36,10 @@ class Settings:
     max_payload_bytes: int = 64 * 1024
     #: Records held in memory before they spill to the spool.
     queue_size: int = 20_000
-    #: Concurrent requests to the gateway.
-    max_in_flight: int = 8
+    #: Concurrent requests to the gateway, one record each.
+    max_in_flight: int = 16
+    #: Concurrent batch requests (with ``batch``).
+    batch_in_flight: int = 4
     #: Use the reference gateway's batch endpoint ``/v1/openapi/report/logs``.
     batch: bool = False
     #: Records per batch request.
