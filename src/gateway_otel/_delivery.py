@@ -271,9 +271,7 @@ class Delivery:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        pool = HttpPool(
-            self._host or "http://127.0.0.1", size=self._slots, timeout=self.settings.timeout
-        )
+        pool = HttpPool(self._host or "http://127.0.0.1", size=self._slots, timeout=self.settings.timeout)
         self._http = pool
         tasks = self._tasks
         try:
