@@ -73,7 +73,7 @@ def wait_stored(gateway: GatewayProcess, rid: str, count: int, timeout: float) -
     """Wall time when the gateway first held ``count`` records of ``rid`` (``None``: never within ``timeout``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(gateway.records(rid)) >= count:
+        if gateway.count(rid) >= count:
             return time.time()
         time.sleep(0.05)
     return None
@@ -119,7 +119,7 @@ def end_to_end(python: str, imports: str, gateway: GatewayProcess, n: int, env: 
             stored = wait_stored(gateway, rid, 2 * n, timeout=120)
         finally:
             process.kill()
-    held = len(gateway.records(rid))
+    held = gateway.count(rid)
     result: dict[str, Any] = {"calls": n, "records_held": held, "caller_seconds": calls_done - started}
     if stored is not None:
         elapsed = stored - started
