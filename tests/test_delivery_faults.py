@@ -44,7 +44,7 @@ def scripts() -> Iterator[list[Script]]:
 
 
 def assert_stored_once(gateway: Gateway, rid: str, count: int) -> list[dict[str, Any]]:
-    eventually(lambda: len(gateway.records(rid)) >= count, timeout=30)
+    eventually(lambda: gateway.count(rid) >= count, timeout=30)
     records = gateway.records(rid)
     assert len(records) == count
     assert len({r["uuid"] for r in records}) == count
@@ -117,6 +117,39 @@ def test_a_record_the_gateway_refuses_is_a_dead_letter_and_the_others_flow(
     stored = assert_stored_once(healthy_gateway, rid, 5)
     assert bad not in {r["uuid"] for r in stored}
     dead = {record.uuid: record for record in Spool(spool_dir).dead_letters()}
+    assert bad in dead
+    assert dead[bad].last_error is not None and dead[bad].last_error.startswith("HTTP 400")
+
+
+BATCHED = """
+from gateway_otel import force_flush, submit_log
+
+base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "batched"}}
+submit_log({{**base, "uuid": {bad!r}}})
+for i in range({n}):
+    submit_log({{**base, "uuid": f"good-{{i}}-{rid}"}})
+print("flushed" if force_flush(20) else "not flushed", flush=True)
+"""
+
+
+def test_the_batch_endpoint_takes_records_in_few_requests_and_sets_a_refused_one_aside(
+    healthy_gateway: Gateway, script_env: dict[str, str]
+) -> None:
+    rid = uuid.uuid4().hex
+    bad = f"bad-{uuid.uuid4().hex}"
+    n = 2000
+    healthy_gateway.faults(reject_uuids=[bad])
+    before = healthy_gateway.stats()
+    result = run_script(BATCHED.format(rid=rid, bad=bad, n=n), {**script_env, "GATEWAY_OTEL_BATCH": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["flushed"]
+    stored = assert_stored_once(healthy_gateway, rid, n)
+    assert bad not in {r["uuid"] for r in stored}
+    # Batches, not one request per record: the refused batch is resent one record at a time (500
+    # requests at most), every other batch is one request.
+    calls = healthy_gateway.stats()["reportCalls"] - before["reportCalls"]
+    assert calls < 600, calls
+    dead = {record.uuid: record for record in Spool(Path(script_env["GATEWAY_OTEL_SPOOL_DIR"])).dead_letters()}
     assert bad in dead
     assert dead[bad].last_error is not None and dead[bad].last_error.startswith("HTTP 400")
 

@@ -66,7 +66,7 @@ def test_records_spooled_during_an_outage_are_delivered_at_exit(healthy_gateway:
         finally:
             if process.poll() is None:
                 process.kill()
-    eventually(lambda: len(healthy_gateway.records(rid)) >= 402, timeout=30)
+    eventually(lambda: healthy_gateway.count(rid) >= 402, timeout=30)
     records = healthy_gateway.records(rid)
     assert len(records) == 402
     assert len({r["uuid"] for r in records}) == 402

@@ -279,20 +279,19 @@ class Delivery:
                 now = time.monotonic()
                 if self._stopping and (now >= self._deadline or self._finished()):
                     break
-                self._take_queue(now)
+                lingering = self._take_queue(now)
                 self._drain_spool(now)
                 self._spill_old_inflight(now)
                 self._flush_acks()
                 self._resolve_markers()
-                if self._queue and len(self._inflight) < self._slots and self._healthy(now):
+                if lingering is None and self._queue and len(self._inflight) < self._slots and self._healthy(now):
                     await asyncio.sleep(0)  # let the requests just started run, then take more
                     continue
                 self._wake.clear()
                 self._idle = not self._queue
-                if self._queue and not self._idle and self._wake.is_set():
-                    continue
+                wait = TICK if lingering is None else min(TICK, lingering)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), TICK)
+                    await asyncio.wait_for(self._wake.wait(), wait)
                 self._idle = False
             for task in list(tasks):
                 task.cancel()
@@ -314,10 +313,12 @@ class Delivery:
     def _healthy(self, now: float) -> bool:
         return self._host is not None and now >= self._retry_at
 
-    def _take_queue(self, now: float) -> None:
+    def _take_queue(self, now: float) -> float | None:
+        """Send or spool what the queue holds; returns the seconds until a lingering batch is due."""
         queue, settings = self._queue, self.settings
         batch_size = settings.batch_size if settings.batch else 1
         to_spool: list[tuple[str, bytes]] = []
+        lingering: float | None = None
         while queue:
             healthy = self._healthy(now)
             head = queue[0]
@@ -327,6 +328,11 @@ class Delivery:
                 self._markers.append(head)
                 continue
             too_old = now - head[2] > SPILL_AFTER
+            if settings.batch and healthy and not self._stopping and len(queue) < batch_size:
+                due = head[2] + settings.batch_linger - now
+                if due > 0 and not self._flush_waiting(queue):
+                    lingering = due  # a fuller batch in a moment is cheaper for both sides
+                    break
             if healthy and len(self._inflight) < self._slots:
                 records = self._pop_records(batch_size)
                 if records:
@@ -340,6 +346,12 @@ class Delivery:
         if to_spool:
             self._spool_put(to_spool, error="gateway unavailable" if self._host else "no OPENAPI_HOST")
             self._resolved += len(to_spool)
+        return lingering
+
+    @staticmethod
+    def _flush_waiting(queue: deque[tuple[Builder, Any, float] | _Marker]) -> bool:
+        """A flush waits behind the records queued (looked for at the tail: the queue is short here)."""
+        return any(isinstance(item, _Marker) for item in queue)
 
     def _pop_records(self, limit: int) -> list[tuple[str, bytes]]:
         queue = self._queue

@@ -44,6 +44,9 @@ class Settings:
     batch: bool = False
     #: Records per batch request.
     batch_size: int = 500
+    #: Seconds a record may wait for others to fill its batch (with ``batch``), as the SDK's
+    #: ``BatchSpanProcessor`` schedules its exports: fewer, fuller requests under load.
+    batch_linger: float = 0.05
     #: Seconds before a request to the gateway times out.
     timeout: float = 5.0
     #: Seconds ``shutdown()`` and exit wait for the gateway to take a record before spooling the rest.
