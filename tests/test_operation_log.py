@@ -280,3 +280,57 @@ def test_extra_patterns_and_allow_list_shape_redaction() -> None:
         "Api-Key": REDACTED,
         "max_tokens": 5,
     }
+
+
+def test_serialized_json_is_scrubbed_whatever_the_case_of_its_keys() -> None:
+    import orjson
+
+    from gateway_otel._scrub import REDACTED, Scrubber
+
+    scrubber = Scrubber()
+    for key in ("PASSWORD", "X-Api-Key", "Authorization", "SessionToken", "JWT"):
+        assert orjson.loads(scrubber.scrub_json(orjson.dumps({key: "s3cret", "n": 1}))) == {key: REDACTED, "n": 1}
+    clean = orjson.dumps({"prompt": "Hello", "temperature": 0.5})
+    assert scrubber.scrub_json(clean) is clean  # nothing suspect: not parsed again
+
+
+def test_records_waiting_for_delivery_keep_no_span_alive() -> None:
+    """Queued records hold plain values, not spans: under load, spans kept alive in the queue filled
+    the garbage collector's old generations and its full collections became the service's p99."""
+    import gc
+    import weakref
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from gateway_otel._exporter import GatewaySpanExporter
+    from gateway_otel._processor import OperationSpanProcessor
+
+    queued: list[tuple[Any, Any]] = []
+
+    class Queue:
+        def submit(self, build: Any, item: Any) -> None:
+            queued.append((build, item))
+
+        def shutdown(self) -> None:
+            pass
+
+    provider = TracerProvider()
+    provider.add_span_processor(OperationSpanProcessor(GatewaySpanExporter(Queue())))  # type: ignore[arg-type]
+    span = provider.get_tracer("test").start_span(
+        "bill", attributes={"gateway.op_type": "bill", "gateway.is_cost_log": True, "gateway.request": '{"i":1}'}
+    )
+    span.set_attribute("gateway.response", "1")
+    span.end()
+    trace_id, span_id = span.get_span_context().trace_id, span.get_span_context().span_id
+    alive = weakref.ref(span)
+    del span
+    gc.collect()
+    assert alive() is None
+    assert len(queued) == 2
+    # Each is one tuple of values the collector never follows (no containers, no spans).
+    assert all(not gc.is_tracked(value) for _, item in queued for value in item)
+    records = [build(item) for build, item in queued]
+    assert [r["opLogType"] for r in records] == ["in", "out"]
+    assert [r["uuid"] for r in records] == [record_uuid(trace_id, span_id, "in"), record_uuid(trace_id, span_id, "out")]
+    assert "response" not in records[0]
+    assert records[1]["isCostLog"] is True

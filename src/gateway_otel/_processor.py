@@ -6,7 +6,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import _attributes as attrs
-from ._exporter import GatewaySpanExporter, in_record, out_record
+from ._exporter import GatewaySpanExporter, in_record, out_record, plain_attributes, span_data
 
 
 class OperationSpanProcessor(SpanProcessor):
@@ -26,14 +26,14 @@ class OperationSpanProcessor(SpanProcessor):
         self._submit = exporter.delivery().submit
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        attributes = span.attributes
-        if attributes and attrs.OP_TYPE in attributes:
-            self._submit(in_record, span)
+        attributes = plain_attributes(span)
+        if attrs.OP_TYPE in attributes:
+            self._submit(in_record, span_data(span, attributes))
 
     def on_end(self, span: ReadableSpan) -> None:
-        attributes = span.attributes
-        if attributes and attrs.OP_TYPE in attributes:
-            self._submit(out_record, span)
+        attributes = plain_attributes(span)
+        if attrs.OP_TYPE in attributes:
+            self._submit(out_record, span_data(span, attributes))
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
