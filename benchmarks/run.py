@@ -202,12 +202,14 @@ def part_fastapi(gateway: GatewayProcess, ait: str | None, quick: bool) -> dict[
     variants.append(("gateway-batch", sys.executable, {"GATEWAY_OTEL_BATCH": "1"}))
     if ait is not None:
         variants.append(("ait", ait, {}))
-    env = {**os.environ, "OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": tempfile.mkdtemp()}
+    env = {**os.environ, "OPENAPI_HOST": gateway.url}
     for variant, python, extra_env in variants:
         port = free_port()
+        # A spool of its own: a variant must not pick up (and deliver) what the one before left.
+        spool = {"GATEWAY_OTEL_SPOOL_DIR": tempfile.mkdtemp(prefix=f"bench-{variant}-")}
         with subprocess.Popen(
             [python, str(HERE / "fastapi_app.py"), variant.split("-")[0], str(port)],
-            env={**env, **extra_env},
+            env={**env, **spool, **extra_env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ) as app:

@@ -21,7 +21,7 @@ from gateway_otel._servers import serve_in_thread
 from gateway_otel.middleware import WebSocketHttpContextMiddleware
 from gateway_otel.testing import eventually, free_port
 
-from conftest import Gateway
+from conftest import Gateway, run_script
 
 logger = logging.getLogger("tests.app")
 
@@ -253,3 +253,32 @@ def test_each_request_is_a_server_span_joining_the_callers_trace(service: str, c
     assert server.attributes["url.path"] == "/v1/chat"
     # no X-Request-ID sent: the request id is the (caller's) trace id
     assert response.headers["x-request-id"] == trace_id
+
+
+FROZEN = """
+import gc
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from gateway_otel import instrument_app
+
+app = FastAPI()
+
+@app.get("/frozen")
+def frozen() -> dict:
+    return {{"frozen": gc.get_freeze_count()}}
+
+instrument_app(app{options})
+with TestClient(app) as client:
+    print(gc.get_freeze_count(), client.get("/frozen").json()["frozen"])
+"""
+
+
+@pytest.mark.parametrize(("options", "frozen"), [("", True), (", freeze_gc=False", False)])
+def test_the_first_request_moves_the_start_up_heap_out_of_the_collectors_way(
+    options: str, frozen: bool, tmp_path: Any
+) -> None:
+    result = run_script(FROZEN.format(options=options), {"GATEWAY_OTEL_SPOOL_DIR": str(tmp_path), "OPENAPI_HOST": ""})
+    assert result.returncode == 0, result.stderr
+    before, during = map(int, result.stdout.split())
+    assert before == 0
+    assert (during > 1000) is frozen  # the modules, the app and its routes: thousands of objects
