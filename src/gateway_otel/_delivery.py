@@ -350,7 +350,7 @@ class Delivery:
 
     @staticmethod
     def _flush_waiting(queue: deque[tuple[Builder, Any, float] | _Marker]) -> bool:
-        """A flush waits behind the records queued (looked for at the tail: the queue is short here)."""
+        """A flush waits behind the records queued (a scan: the queue is shorter than a batch here)."""
         return any(isinstance(item, _Marker) for item in queue)
 
     def _pop_records(self, limit: int) -> list[tuple[str, bytes]]:
