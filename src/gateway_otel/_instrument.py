@@ -37,7 +37,7 @@ def instrument_app(
         log_correlation: add request id, trace id, span id and caller id to every log record.
         freeze_gc: at the first request, ``gc.collect()`` then ``gc.freeze()``, so that the garbage
             collector's full collections scan only what requests allocate, not the whole app
-            (measured: it halves the p99 under load; see ``benchmarks/README.md``).
+            (measured: a quarter to a half off the p99 under load; see ``benchmarks/README.md``).
     """
     current()  # configured before the first request
     native = getattr(app, "_native_telemetry", None)
