@@ -90,8 +90,9 @@ def test_otlp_receiver_refuses_garbage_with_400(healthy_gateway: Gateway) -> Non
 
 
 @pytest.fixture
-def collector(healthy_gateway: Gateway, tmp_path: Path) -> Iterator[int]:
-    """The rotel OTLP collector, receiving on a free HTTP port and forwarding to the gateway's /v1/traces."""
+def collector(healthy_gateway: Gateway, tmp_path: Path) -> Iterator[dict[str, int]]:
+    """The rotel OTLP collector, receiving on free HTTP and gRPC ports and forwarding to the gateway's
+    /v1/traces; yields its port by protocol."""
     agent = Path(rotel.__file__).parent / "rotel-agent"
     http_port, grpc_port = free_port(), free_port()
     args = [
@@ -117,7 +118,8 @@ def collector(healthy_gateway: Gateway, tmp_path: Path) -> Iterator[int]:
     with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
         try:
             wait_for_port(http_port, process=process)
-            yield http_port
+            wait_for_port(grpc_port, process=process)
+            yield {"http/protobuf": http_port, "grpc": grpc_port}
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -127,8 +129,9 @@ def collector(healthy_gateway: Gateway, tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.infra
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_spans_through_a_real_collector_give_the_same_records_and_no_double_billing(
-    healthy_gateway: Gateway, collector: int, tmp_path: Path
+    protocol: str, healthy_gateway: Gateway, collector: dict[str, int], tmp_path: Path
 ) -> None:
     rid = f"otlp-{uuid.uuid4().hex}"
     n = 50
@@ -138,7 +141,8 @@ def test_spans_through_a_real_collector_give_the_same_records_and_no_double_bill
         env={
             "OPENAPI_HOST": healthy_gateway.url,
             "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector[protocol]}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_SERVICE_NAME": "otlp-test",
         },
     )
