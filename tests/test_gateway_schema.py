@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,11 +53,12 @@ def test_schemathesis_finds_no_failure(plain_gateway: GatewayProcess, tmp_path: 
         (b"\xff\xfe\x00garbage", {"content-type": "application/json"}, 400),
         (b'{"uuid": "x"}', {"content-type": "application/json"}, 400),
         (b"x" * (17 * 1024 * 1024), {"content-type": "application/json"}, 413),
+        (iter([b"x" * (1024 * 1024)] * 17), {"content-type": "application/json"}, 413),
     ],
-    ids=["invalid JSON", "invalid UTF-8", "missing fields", "17 MB body"],
+    ids=["invalid JSON", "invalid UTF-8", "missing fields", "17 MB body", "17 MB chunked body"],
 )
 def test_hostile_bodies_get_a_clear_4xx_with_a_json_error(
-    plain_gateway: GatewayProcess, body: bytes, headers: dict[str, str], status: int
+    plain_gateway: GatewayProcess, body: Any, headers: dict[str, str], status: int
 ) -> None:
     import httpx
 

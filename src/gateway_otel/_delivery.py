@@ -49,6 +49,8 @@ SPILL_AFTER = 0.5
 SPOOL_POLL = 1.0
 #: Records read from the spool at a time.
 SPOOL_CLAIM = 256
+#: Delivered spooled records deleted in one transaction (at least every ``TICK``).
+ACK_BATCH = 256
 #: Seconds between two looks at the spool and at records in flight.
 TICK = 0.25
 FIRST_BACKOFF = 0.2
@@ -136,6 +138,7 @@ class Delivery:
         self._spool_empty = False
         self._spool_looked = 0.0
         self._acked: list[str] = []
+        self._acked_since = 0.0
         self._http: HttpPool | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -282,7 +285,7 @@ class Delivery:
                 lingering = self._take_queue(now)
                 self._drain_spool(now)
                 self._spill_old_inflight(now)
-                self._flush_acks()
+                self._flush_acks(now)
                 self._resolve_markers()
                 if lingering is None and self._queue and len(self._inflight) < self._slots and self._healthy(now):
                     await asyncio.sleep(0)  # let the requests just started run, then take more
@@ -298,17 +301,23 @@ class Delivery:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await pool.aclose()
-        self._flush_acks()
+        self._flush_acks(None)
         self._spool_leftovers()
 
     def _finished(self) -> bool:
         """Nothing left to deliver: the queue, the requests in flight and the spool are empty."""
         return not self._queue and not self._inflight and not self._claimed and (self._spool_empty or not self._host)
 
-    def _flush_acks(self) -> None:
-        if self._acked:
-            acked, self._acked = self._acked, []
-            self._spool_call("delivered", acked)
+    def _flush_acks(self, now: float | None) -> None:
+        """Delete delivered records from the spool: in one transaction per ``ACK_BATCH`` or ``TICK``
+        (``now`` None: at once). Until then they stay claimed by this process; one it left there
+        when killed is resent and the gateway acknowledges it as a duplicate."""
+        if not self._acked:
+            return
+        if now is not None and len(self._acked) < ACK_BATCH and now - self._acked_since < TICK:
+            return
+        acked, self._acked = self._acked, []
+        self._spool_call("delivered", acked)
 
     def _healthy(self, now: float) -> bool:
         return self._host is not None and now >= self._retry_at
@@ -466,6 +475,8 @@ class Delivery:
         self._failures = 0
         self._retry_at = 0.0
         if unit.spooled:
+            if not self._acked:
+                self._acked_since = time.monotonic()
             self._acked.extend(uuid for uuid, _ in unit.records)
         if self._stopping:  # exit waits while the gateway takes records, up to the hard deadline
             self._deadline = min(self._hard_deadline, time.monotonic() + self.settings.shutdown_timeout)

@@ -317,13 +317,17 @@ class _FastReport:
             await self.app(scope, receive, send)
             return
         chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+        except HTTPException as exc:  # the body limit, outside
+            await _error(exc.status_code, str(exc.detail))(scope, receive, send)
+            return
         body = b"".join(chunks)
         try:
             record = Record.model_validate_json(body)
