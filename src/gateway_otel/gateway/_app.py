@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
@@ -127,6 +126,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json({"code": status, "msg": message, "data": None}, status, headers)
 
 
+def _report(store: Store, faults: Faults | None, records: list[Record], *, via: str) -> Response:
+    """Store valid records and answer with the counts (or 400 for a record the faults reject)."""
+    bad = faults.reject_uuids.intersection(record.uuid for record in records) if faults is not None else ()
+    if bad:
+        return _error(400, f"malformed record {sorted(bad)[0]}")
+    result = store.add_records([record.model_dump(exclude_unset=True) for record in records], via=via)
+    return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
+
+
 class _BodyLimit:
     """Refuses bodies over ``MAX_BODY_BYTES`` with 413 before they are read whole."""
 
@@ -198,27 +206,13 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
     async def account_balance(cost: Annotated[float, Query(ge=0, le=1e12)], authorization: Authorization = None) -> Any:
         return _ok(caller(authorization).balance >= cost)
 
-    async def faulty(run: Callable[[], Awaitable[Any]], uuids: list[str]) -> Any:
-        bad = faults.reject_uuids.intersection(uuids) if faults is not None else ()
-        if bad:
-            return _error(400, f"malformed record {sorted(bad)[0]}")
-        return await run()
-
     @app.post("/v1/openapi/report/log", response_model=Envelope, tags=["records"])
     async def report_log(record: Record) -> Any:
-        async def run() -> Any:
-            result = store.add_records([record.model_dump(exclude_unset=True)], via="report/log")
-            return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
-
-        return await faulty(run, [record.uuid])
+        return _report(store, faults, [record], via="report/log")
 
     @app.post("/v1/openapi/report/logs", response_model=Envelope, tags=["records"])
     async def report_logs(records: Annotated[list[Record], Field(max_length=MAX_BATCH)]) -> Any:
-        async def run() -> Any:
-            result = store.add_records([record.model_dump(exclude_unset=True) for record in records], via="report/logs")
-            return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
-
-        return await faulty(run, [record.uuid for record in records])
+        return _report(store, faults, records, via="report/logs")
 
     @app.get("/v1/openapi/log/{requestId}", response_model=Envelope, tags=["records"])
     async def log_of(requestId: Annotated[str, Path(max_length=256)]) -> Any:
@@ -334,13 +328,7 @@ class _FastReport:
         except ValueError:
             await self.app(scope, _replay(body), send)
             return
-        faults = self.faults
-        if faults is not None and record.uuid in faults.reject_uuids:
-            response = _error(400, f"malformed record {record.uuid}")
-        else:
-            result = self.store.add_records([record.model_dump(exclude_unset=True)], via="report/log")
-            response = _ok({"accepted": result.accepted, "duplicates": result.duplicates})
-        await response(scope, receive, send)
+        await _report(self.store, self.faults, [record], via="report/log")(scope, receive, send)
 
 
 def _is_json(scope: Scope) -> bool:
