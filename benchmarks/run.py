@@ -158,7 +158,7 @@ def part_decorator(quick: bool) -> dict[str, Any]:
             "--calls",
             "2000" if quick else "20000",
             "--rounds",
-            "2" if quick else "5",
+            "2" if quick else "9",
         ],
         capture_output=True,
         text=True,
