@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,45 @@ def test_the_request_page_shows_every_record_in_a_real_browser(
     assert shown == {r["uuid"] for r in records}
     assert operations == len({r["extraInfo"]["spanId"] for r in records})
     assert (tmp_path / "request-page.png").stat().st_size > 10_000
+
+
+def test_an_operation_called_through_another_service_nests_under_its_caller() -> None:
+    from gateway_otel.cli import record_tree
+
+    def pair(op: str, span: str, parent: str, start: int, duration: int) -> list[dict[str, Any]]:
+        extra = {"traceId": "t" * 32, "spanId": span, "parentSpanId": parent, "service": op.partition(".")[0]}
+        base = {"requestId": "r", "callerId": "alice", "opType": op, "isCostLog": False, "startTimeMillis": start}
+        return [
+            {
+                **base,
+                "uuid": f"{span}-in",
+                "opLogType": "in",
+                "operationStatus": "success",
+                "durationMillis": 0,
+                "extraInfo": extra,
+            },
+            {
+                **base,
+                "uuid": f"{span}-out",
+                "opLogType": "out",
+                "operationStatus": "success",
+                "durationMillis": duration,
+                "extraInfo": extra,
+            },
+        ]
+
+    records = [
+        *pair("edge.answer", "e1", "edge-server", 0, 100),
+        *pair("edge.audit", "e2", "edge-server", 20, 10),  # beside answer (same parent), not inside it
+        *pair("worker.infer", "w1", "worker-server", 10, 50),  # called over HTTP by answer
+        *pair("worker.tokenize", "w2", "w1", 12, 5),  # a direct child: nests by its parent id
+    ]
+    tree = record_tree("r", records)
+
+    def names(node: Any) -> list[str]:
+        return [str(child.label).split("[/]")[0].removeprefix("[bold]") for child in node.children]
+
+    assert names(tree) == ["edge.answer", "edge.audit"]
+    answer = tree.children[0]
+    assert names(answer) == ["worker.infer"]
+    assert names(answer.children[0]) == ["worker.tokenize"]

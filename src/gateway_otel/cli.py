@@ -71,20 +71,47 @@ def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
             parts.append("[yellow]no in record[/]")
         return "  ".join(parts)
 
+    def interval(key: str) -> tuple[int, float]:
+        entry = by_span[key]
+        start = int((entry["in"] or entry["out"])["startTimeMillis"])
+        out = entry["out"]
+        return start, float("inf") if out is None else start + int(out.get("durationMillis") or 0)
+
+    def trace(key: str) -> object:
+        entry = by_span[key]
+        return ((entry["out"] or entry["in"]).get("extraInfo") or {}).get("traceId")
+
+    order = sorted(by_span, key=lambda key: (interval(key)[0], -interval(key)[1]))
+    position = {key: index for index, key in enumerate(order)}
+    # Operations whose parent span is not an operation (a server span, say) hang from that span in
+    # groups. A group sits under the innermost operation of its trace that ran around all of it:
+    # the one that called the service the group ran in. Only operations before the group count.
+    groups: dict[str, list[str]] = {}
+    for key, entry in by_span.items():
+        if entry["parent"] and entry["parent"] not in by_span:
+            groups.setdefault(entry["parent"], []).append(key)
+    around: dict[str, str | None] = {}
+    for parent_id, members in groups.items():
+        start = min(interval(key)[0] for key in members)
+        end = max(interval(key)[1] for key in members)
+        around[parent_id] = None
+        for other in order[: min(position[key] for key in members)]:
+            other_start, other_end = interval(other)
+            if trace(other) == trace(members[0]) and other_start <= start and end <= other_end:
+                around[parent_id] = other  # later in the order: further in
+
     def attach(key: str) -> Tree:
         if key in nodes:
             return nodes[key]
         entry = by_span[key]
-        parent_key = entry["parent"]
-        parent = attach(parent_key) if parent_key in by_span and parent_key != key else root
+        parent_key = entry["parent"] if entry["parent"] in by_span and entry["parent"] != key else None
+        if entry["parent"] in around:
+            parent_key = around[entry["parent"]]
+        parent = attach(parent_key) if parent_key is not None else root
         nodes[key] = parent.add(label(entry))
         return nodes[key]
 
-    def start(key: str) -> int:
-        entry = by_span[key]
-        return int((entry["in"] or entry["out"])["startTimeMillis"])
-
-    for key in sorted(by_span, key=start):
+    for key in order:
         attach(key)
     return root
 
