@@ -30,7 +30,7 @@ from ._records import encode
 from ._selflog import log_once
 from ._settings import Settings
 from ._spool import Spool
-from ._transport import HttpPool, TransportError
+from ._transport import HttpPool, TransportError, within
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class Delivery:
                 self._idle = not self._queue
                 wait = TICK if lingering is None else min(TICK, lingering)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    await within(self._wake.wait(), wait)
                 self._idle = False
             for task in list(tasks):
                 task.cancel()

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-__all__ = ["HttpPool", "HttpResponse", "TransportError"]
+__all__ = ["HttpPool", "HttpResponse", "TransportError", "within"]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -28,14 +28,14 @@ T = TypeVar("T")
 
 if sys.version_info >= (3, 11):
 
-    async def _within(coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+    async def within(coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """``coroutine``'s result, or ``asyncio.TimeoutError`` after ``timeout`` seconds: a deadline on
-        the running task (``wait_for`` wraps each request in a task of its own before 3.12)."""
+        the running task (``wait_for`` wraps each call in a task of its own before 3.12)."""
         async with asyncio.timeout(timeout):
             return await coroutine
 
 else:  # pragma: no cover - Python 3.10
-    _within = asyncio.wait_for
+    within = asyncio.wait_for
 
 
 class TransportError(Exception):
@@ -84,12 +84,12 @@ class HttpPool:
         )
         reused = bool(self._idle)
         try:
-            return await _within(self._exchange(request), self._timeout)
+            return await within(self._exchange(request), self._timeout)
         except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             if reused and isinstance(exc, (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)):
                 # A kept-alive connection the server had closed: one fresh try (the gateway dedupes by uuid).
                 try:
-                    return await _within(self._exchange(request, fresh=True), self._timeout)
+                    return await within(self._exchange(request, fresh=True), self._timeout)
                 except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as again:
                     raise TransportError(f"{type(again).__name__}: {again}") from again
                 except asyncio.TimeoutError:
