@@ -154,6 +154,30 @@ def test_the_batch_endpoint_takes_records_in_few_requests_and_sets_a_refused_one
     assert dead[bad].last_error is not None and dead[bad].last_error.startswith("HTTP 400")
 
 
+TRICKLE = """
+import time
+from gateway_otel import force_flush, submit_log
+
+base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "trickled"}}
+for i in range(10):
+    submit_log({{**base, "uuid": f"trickle-{{i}}-{rid}"}})
+    time.sleep(0.01)
+print("flushed" if force_flush(20) else "not flushed", flush=True)
+"""
+
+
+def test_batches_linger_for_records_that_trickle_in(healthy_gateway: Gateway, script_env: dict[str, str]) -> None:
+    rid = uuid.uuid4().hex
+    before = healthy_gateway.stats()["reportCalls"]
+    env = {**script_env, "GATEWAY_OTEL_BATCH": "1", "GATEWAY_OTEL_BATCH_LINGER": "1"}
+    result = run_script(TRICKLE.format(rid=rid), env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["flushed"]  # the flush does not wait out the linger
+    assert_stored_once(healthy_gateway, rid, 10)
+    # 10 records 10 ms apart: one batch (two if the first left alone), not one request each.
+    assert healthy_gateway.stats()["reportCalls"] - before <= 2
+
+
 SERVICE = """
 import uvicorn
 from fastapi import FastAPI
