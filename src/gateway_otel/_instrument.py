@@ -35,9 +35,9 @@ def instrument_app(
         server_spans: one SERVER span per request, following the OTel HTTP semantic conventions (a lean
             path of the context middleware; stock ``FastAPIInstrumentor`` costs more than the app).
         log_correlation: add request id, trace id, span id and caller id to every log record.
-        freeze_gc: at the first request, ``gc.collect()`` then ``gc.freeze()``, so that the garbage
-            collector's full collections scan only what requests allocate, not the whole app
-            (measured: a quarter to a half off the p99 under load; see ``benchmarks/README.md``).
+        freeze_gc: at the first request, ``gc.collect()`` then ``gc.freeze()`` (once per process), so
+            that the garbage collector's full collections scan only what requests allocate, not the
+            whole app (measured: a quarter to a half off the p99 under load; ``benchmarks/README.md``).
     """
     current()  # configured before the first request
     native = getattr(app, "_native_telemetry", None)

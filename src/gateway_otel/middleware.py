@@ -127,6 +127,9 @@ class _ContextMiddlewareBase:
         return with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url), request_id
 
 
+_frozen = False
+
+
 def _freeze_startup_objects() -> None:
     """Move what exists at the first request (modules, the app, its routes and models) out of the
     cyclic garbage collector's way: its full collections then scan only what requests allocate.
@@ -134,8 +137,13 @@ def _freeze_startup_objects() -> None:
     Measured need: each request's spans, contexts and attributes are GC-tracked objects; under load
     they trigger full collections of the whole heap (25-35 ms each with a FastAPI app loaded),
     which set the p99. This is ``gc.freeze()`` as CPython's documentation describes it, after one
-    collection so that no garbage of the start-up is kept.
+    collection so that no garbage of the start-up is kept. Once per process: apps made later (a
+    test suite makes many) must stay collectable.
     """
+    global _frozen
+    if _frozen:
+        return
+    _frozen = True
     gc.collect()
     gc.freeze()
 
