@@ -71,17 +71,16 @@ def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
             parts.append("[yellow]no in record[/]")
         return "  ".join(parts)
 
-    def interval(key: str) -> tuple[int, float]:
-        entry = by_span[key]
-        start = int((entry["in"] or entry["out"])["startTimeMillis"])
+    intervals: dict[str, tuple[int, float]] = {}  # (start, end) in ms; a running operation has no end
+    traces: dict[str, object] = {}
+    for key, entry in by_span.items():
+        first = entry["in"] or entry["out"]
+        start = int(first["startTimeMillis"])
         out = entry["out"]
-        return start, float("inf") if out is None else start + int(out.get("durationMillis") or 0)
+        intervals[key] = (start, float("inf") if out is None else start + int(out.get("durationMillis") or 0))
+        traces[key] = ((out or first).get("extraInfo") or {}).get("traceId")
 
-    def trace(key: str) -> object:
-        entry = by_span[key]
-        return ((entry["out"] or entry["in"]).get("extraInfo") or {}).get("traceId")
-
-    order = sorted(by_span, key=lambda key: (interval(key)[0], -interval(key)[1]))
+    order = sorted(by_span, key=lambda key: (intervals[key][0], -intervals[key][1]))
     position = {key: index for index, key in enumerate(order)}
     # Operations whose parent span is not an operation (a server span, say) hang from that span in
     # groups. A group sits under the innermost operation of its trace that ran around all of it:
@@ -92,12 +91,12 @@ def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
             groups.setdefault(entry["parent"], []).append(key)
     around: dict[str, str | None] = {}
     for parent_id, members in groups.items():
-        start = min(interval(key)[0] for key in members)
-        end = max(interval(key)[1] for key in members)
+        start = min(intervals[key][0] for key in members)
+        end = max(intervals[key][1] for key in members)
         around[parent_id] = None
         for other in order[: min(position[key] for key in members)]:
-            other_start, other_end = interval(other)
-            if trace(other) == trace(members[0]) and other_start <= start and end <= other_end:
+            other_start, other_end = intervals[other]
+            if traces[other] == traces[members[0]] and other_start <= start and end <= other_end:
                 around[parent_id] = other  # later in the order: further in
 
     def attach(key: str) -> Tree:
