@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._records import encode
@@ -310,19 +311,13 @@ class _FastReport:
         ):
             await self.app(scope, receive, send)
             return
-        chunks = []
         try:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client went away
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
+            body = await Request(scope, receive).body()
+        except ClientDisconnect:
+            return
         except HTTPException as exc:  # the body limit, outside
             await _error(exc.status_code, str(exc.detail))(scope, receive, send)
             return
-        body = b"".join(chunks)
         try:
             record = Record.model_validate_json(body)
         except ValueError:
