@@ -116,7 +116,7 @@ class _Operation:
                 attributes[attrs.REQUEST] = _EMPTY_REQUEST
         start_ns = _time_ns()
         mono_ns = _perf_ns()
-        span = pipeline.tracer.start_span(self.name, ctx, attributes=attributes, start_time=start_ns)
+        span = pipeline.spans.start_span(self.name, ctx, attributes, start_time=start_ns)
         if request_id is None:
             span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
         return span, trace.set_span_in_context(span, ctx), start_ns, mono_ns

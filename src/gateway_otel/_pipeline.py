@@ -19,6 +19,7 @@ from ._processor import OperationSpanProcessor
 from ._sampling import BillingSafeSampler
 from ._scrub import Scrubber
 from ._settings import Settings, load_settings
+from ._span import LeanTracer
 from ._spool import Spool
 
 logger = logging.getLogger("gateway_otel")
@@ -33,6 +34,7 @@ class Pipeline:
     settings: Settings
     provider: TracerProvider
     tracer: trace.Tracer
+    spans: LeanTracer  # starts the decorator's and the middleware's spans (the tracer's, leaner)
     processor: OperationSpanProcessor
     delivery: Delivery
     scrubber: Scrubber
@@ -80,10 +82,12 @@ def configure(**options: Any) -> Pipeline:
         if created or settings.otlp:
             _add_otlp(provider, settings)
         resource = provider.resource.attributes
+        tracer = provider.get_tracer(INSTRUMENTATION_NAME)
         _state = Pipeline(
             settings=settings,
             provider=provider,
-            tracer=provider.get_tracer(INSTRUMENTATION_NAME),
+            tracer=tracer,
+            spans=LeanTracer(tracer),
             processor=processor,
             delivery=delivery,
             scrubber=Scrubber(settings.redact_patterns, settings.redact_allow),

@@ -17,12 +17,13 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ._context import PROPAGATOR
+from ._span import LeanTracer
 
 __all__ = ["end_server_span", "start_server_span"]
 
 
 def start_server_span(
-    tracer: trace.Tracer, scope: Mapping[str, Any], headers: Mapping[str, str], base: otel_context.Context
+    spans: LeanTracer, scope: Mapping[str, Any], headers: Mapping[str, str], base: otel_context.Context
 ) -> tuple[Span, otel_context.Context]:
     """Start the request's SERVER span under the caller's trace; returns it and the context holding it."""
     parent = PROPAGATOR.extract(headers, base) if "traceparent" in headers or "baggage" in headers else base
@@ -42,7 +43,7 @@ def start_server_span(
     agent = headers.get("user-agent")
     if agent:
         attributes["user_agent.original"] = agent[:512]
-    span = tracer.start_span(method, parent, kind=SpanKind.SERVER, attributes=attributes)
+    span = spans.start_span(method, parent, attributes, kind=SpanKind.SERVER)
     return span, trace.set_span_in_context(span, parent)
 
 

@@ -196,7 +196,7 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
         base = otel_context.get_current()
         span = None
         if self._server_spans:
-            span, base = start_server_span(current().tracer, scope, headers, base)
+            span, base = start_server_span(current().spans, scope, headers, base)
         status: int | None = None
         error: BaseException | None = None
         try:

@@ -1,0 +1,210 @@
+"""Lean spans behave as the OTel SDK's spans: the same calls on both export the same span."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+import gateway_otel
+from gateway_otel._sampling import BillingSafeSampler
+from gateway_otel._span import LeanSpan, LeanTracer
+
+LIMITS = SpanLimits(
+    max_span_attributes=5,
+    max_span_attribute_length=8,
+    max_events=2,
+    max_links=1,
+    max_event_attributes=3,
+    max_link_attributes=2,
+)
+REMOTE = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+
+class Seen(SpanProcessor):
+    """Records what processors are shown: the attributes at start, the span at end."""
+
+    def __init__(self) -> None:
+        self.started: list[dict[str, Any]] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.started.append(dict(span.attributes or {}))
+
+
+def _pipeline(sampler: Sampler = ALWAYS_ON) -> tuple[trace.Tracer, InMemorySpanExporter, Seen]:
+    provider = TracerProvider(sampler=sampler, span_limits=LIMITS)
+    exporter = InMemorySpanExporter()
+    seen = Seen()
+    provider.add_span_processor(seen)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter, seen
+
+
+Starter = Callable[[trace.Tracer, str, Context, dict[str, Any], SpanKind], trace.Span]
+
+
+def sdk_start(tracer: trace.Tracer, name: str, ctx: Context, attributes: dict[str, Any], kind: SpanKind) -> trace.Span:
+    return tracer.start_span(name, ctx, kind=kind, attributes=attributes, start_time=1_000)
+
+
+def lean_start(tracer: trace.Tracer, name: str, ctx: Context, attributes: dict[str, Any], kind: SpanKind) -> trace.Span:
+    return LeanTracer(tracer).start_span(name, ctx, attributes, kind=kind, start_time=1_000)
+
+
+def _exercise(span: trace.Span) -> None:
+    span.set_attribute("list", [1, 2, 3])
+    span.set_attribute("long", "abcdefghijkl")  # cut to 8
+    span.set_attribute("bad", object())  # type: ignore[arg-type]  # dropped with a warning
+    span.set_attribute("", "empty key")  # dropped
+    span.set_attribute("n", 2)  # replaces a start attribute
+    span.set_attributes({"f": 1.5, "g": "abcdefghijkl"})  # over the limit of 5: the oldest go
+    span.add_event("first", {"k": "v", "seq": [1, 2], "a": 1, "b": 2})  # over 3 attributes
+    span.add_event("second", timestamp=2_000)
+    span.add_link(REMOTE, {"why": "retry"})
+    span.add_link(SpanContext(0x99, 0x98, is_remote=True), {"x": 1})  # over the limit of 1
+    span.add_link(trace.INVALID_SPAN_CONTEXT)  # not a valid link: ignored
+    span.record_exception(ValueError("boom"), {"extra": "yes"}, timestamp=3_000)  # a third event
+    span.update_name("renamed")
+    span.set_status(Status(StatusCode.ERROR, "failed"))
+    span.set_status(StatusCode.UNSET)  # ignored
+    span.end(end_time=5_000)
+    span.set_attribute("after", 1)  # ignored: ended
+    span.add_event("after")
+    span.set_status(StatusCode.OK)
+    span.update_name("after")
+    span.end(end_time=6_000)  # ignored
+
+
+def _summary(span: ReadableSpan) -> dict[str, Any]:
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "parent": span.parent,
+        "trace_id": span.context.trace_id if span.context else None,
+        "flags": span.context.trace_flags if span.context else None,
+        "times": (span.start_time, span.end_time),
+        "attributes": dict(span.attributes or {}),
+        "dropped": (span.dropped_attributes, span.dropped_events, span.dropped_links),
+        "events": [(e.name, dict(e.attributes or {}), e.timestamp if e.name != "first" else None) for e in span.events],
+        "links": [(link.context, dict(link.attributes or {})) for link in span.links],
+        "status": (span.status.status_code, span.status.description),
+        "resource": span.resource,
+        "scope": span.instrumentation_scope,
+        "json": bool(span.to_json()),
+    }
+
+
+def _run(start: Starter, caplog: pytest.LogCaptureFixture) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    tracer, exporter, seen = _pipeline()
+    parent = trace.set_span_in_context(NonRecordingSpan(REMOTE))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        span = start(tracer, "op", parent, {"a": "x", "n": 1}, SpanKind.SERVER)
+        _exercise(span)
+    (finished,) = exporter.get_finished_spans()
+    return _summary(finished), seen.started, sorted({record.levelname for record in caplog.records})
+
+
+def test_lean_span_exports_what_the_sdk_span_exports(caplog: pytest.LogCaptureFixture) -> None:
+    lean, lean_started, lean_warnings = _run(lean_start, caplog)
+    sdk, sdk_started, sdk_warnings = _run(sdk_start, caplog)
+    # The exception event's stack trace is formatted from the same exception: equal too.
+    assert lean == sdk
+    assert lean_started == sdk_started == [{"a": "x", "n": 1}]
+    assert lean_warnings == sdk_warnings == ["WARNING"]
+    # "n" set again moved to the end; "a" and "list" were the oldest; "" was no key.
+    assert lean["attributes"] == {"long": "abcdefgh", "bad": None, "n": 2, "f": 1.5, "g": "abcdefgh"}
+    assert lean["dropped"] == (3, 1, 1)
+    assert [name for name, _, _ in lean["events"]] == ["second", "exception"]
+
+
+def test_lean_span_as_a_context_manager_records_the_exception() -> None:
+    results = []
+    for start in (sdk_start, lean_start):
+        tracer, exporter, _ = _pipeline()
+        with pytest.raises(KeyError), start(tracer, "op", Context(), {}, SpanKind.INTERNAL):
+            raise KeyError("missing")
+        (finished,) = exporter.get_finished_spans()
+        event = finished.events[0]
+        results.append((finished.status.status_code, finished.status.description, event.name, event.attributes))
+    assert results[0] == results[1]
+    assert results[1][0] is StatusCode.ERROR
+
+
+@pytest.mark.parametrize(
+    ("sampler", "parent_flags", "recording", "sampled"),
+    [
+        (ALWAYS_ON, None, True, True),
+        (ALWAYS_OFF, None, False, False),
+        (ParentBased(ALWAYS_ON), TraceFlags.DEFAULT, False, False),
+        (ParentBased(ALWAYS_OFF), TraceFlags.SAMPLED, True, True),
+        (BillingSafeSampler(ALWAYS_OFF), None, False, False),
+        (TraceIdRatioBased(1.0), None, True, True),
+    ],
+)
+def test_lean_tracer_samples_as_the_sdk_tracer(
+    sampler: Sampler, parent_flags: int | None, recording: bool, sampled: bool
+) -> None:
+    ctx = Context()
+    if parent_flags is not None:
+        remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(parent_flags))
+        ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+    outcomes = []
+    for start in (sdk_start, lean_start):
+        tracer, exporter, _ = _pipeline(sampler)
+        span = start(tracer, "op", ctx, {"a": "x"}, SpanKind.INTERNAL)
+        context = span.get_span_context()
+        span.end()
+        outcomes.append(
+            (
+                isinstance(span, ReadableSpan),  # NonRecordingSpan is not one
+                context.trace_flags,
+                context.trace_id == 0xABC if parent_flags is not None else context.trace_id != 0,
+                len(exporter.get_finished_spans()),
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][0] is recording
+    assert outcomes[1][1].sampled is sampled
+
+
+def test_operation_spans_stay_recorded_when_the_sampler_drops_them() -> None:
+    tracer, exporter, seen = _pipeline(BillingSafeSampler(ALWAYS_OFF))
+    span = LeanTracer(tracer).start_span("op", Context(), {"gateway.op_type": "op"})
+    span.end()
+    assert isinstance(span, LeanSpan) and not span.get_span_context().trace_flags.sampled
+    assert seen.started == [{"gateway.op_type": "op"}]
+    assert exporter.get_finished_spans() == ()  # recorded for billing, not exported to OTLP
+
+
+def test_a_tracer_other_than_the_sdks_starts_its_own_spans() -> None:
+    tracer = trace.NoOpTracer()
+    span = LeanTracer(tracer).start_span("op", Context(), {"a": "x"})
+    assert not isinstance(span, LeanSpan)
+    assert not span.is_recording()
+
+
+def test_decorated_calls_run_in_lean_spans() -> None:
+    seen: list[trace.Span] = []
+
+    @gateway_otel.operation_log(op_type="lean")
+    def work() -> None:
+        seen.append(trace.get_current_span())
+
+    token = otel_context.attach(Context())
+    try:
+        work()
+    finally:
+        otel_context.detach(token)
+    assert isinstance(seen[0], LeanSpan)
+    assert seen[0].attributes is not None and seen[0].attributes["gateway.op_type"] == "lean"
