@@ -128,3 +128,18 @@ def test_no_secret_leaves_the_process(
         for name, secret in secrets.items():
             assert secret.encode() not in content, f"{name} leaked into the {place}"
     assert b"[REDACTED]" in places["OTLP bytes"] and b"[REDACTED]" in places["gateway database"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://svc:8000/v1/chat", "http://svc:8000/v1/chat"),
+        ("http://svc/v1/chat?api_key=abc&lang=en", "http://svc/v1/chat?api_key=[REDACTED]&lang=en"),
+        ("http://alice:pw@svc/v1/chat", "http://[REDACTED]@svc/v1/chat"),
+        ("http://svc/v1/chat?lang=en#part", "http://svc/v1/chat?lang=en#part"),
+    ],
+)
+def test_request_urls_lose_their_secrets(url: str, expected: str) -> None:
+    from gateway_otel._scrub import default_scrubber
+
+    assert default_scrubber.scrub_url(url) == expected

@@ -90,6 +90,8 @@ class Scrubber:
 
     def scrub_url(self, url: str) -> str:
         """The URL with secret query parameters and user info redacted."""
+        if "?" not in url and "@" not in url:
+            return url  # no query and no user info: nothing to redact (most requests)
         try:
             parts = urlsplit(url)
         except ValueError:
