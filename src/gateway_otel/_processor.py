@@ -5,8 +5,7 @@ from __future__ import annotations
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from . import _attributes as attrs
-from ._exporter import GatewaySpanExporter, in_record, out_record, plain_attributes, span_data
+from ._exporter import GatewaySpanExporter, in_record, is_operation, out_record, span_data
 
 
 class OperationSpanProcessor(SpanProcessor):
@@ -26,14 +25,12 @@ class OperationSpanProcessor(SpanProcessor):
         self._submit = exporter.delivery().submit
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        attributes = plain_attributes(span)
-        if attrs.OP_TYPE in attributes:
-            self._submit(in_record, span_data(span, attributes))
+        if is_operation(span):  # before copying the attributes: most spans are not operations
+            self._submit(in_record, span_data(span))
 
     def on_end(self, span: ReadableSpan) -> None:
-        attributes = plain_attributes(span)
-        if attrs.OP_TYPE in attributes:
-            self._submit(out_record, span_data(span, attributes))
+        if is_operation(span):
+            self._submit(out_record, span_data(span))
 
     def shutdown(self) -> None:
         self.exporter.shutdown()

@@ -115,13 +115,16 @@ class _ContextMiddlewareBase:
         self, scope: Scope, headers: dict[str, str], caller_id: str | None, base: otel_context.Context
     ) -> tuple[otel_context.Context, str]:
         upstream = get_baggage(base)
-        if self._trusted():
+        request_id: str | None = None
+        url: str | None = None
+        if not upstream:
+            pass  # nothing from upstream (most requests): nothing to trust or to remove
+        elif self._trusted():
             request_id = sane_request_id(str(upstream.get(attrs.REQUEST_ID) or "")) or None
             caller_id = caller_id or _str(upstream.get(attrs.CALLER_ID))
             url = _str(upstream.get(attrs.REQUEST_URL))
         else:
             base = without_identity(base)
-            request_id, url = None, None
         request_id = request_id or sane_request_id(headers.get("x-request-id")) or _trace_id_or_new(base)
         url = url or current().scrubber.scrub_url(_url(scope, headers))
         return with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url), request_id
