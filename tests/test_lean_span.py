@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased,
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 import gateway_otel
+from gateway_otel import _span as lean_module
 from gateway_otel._sampling import BillingSafeSampler
 from gateway_otel._span import LeanSpan, LeanTracer
 
@@ -208,3 +211,25 @@ def test_decorated_calls_run_in_lean_spans() -> None:
         otel_context.detach(token)
     assert isinstance(seen[0], LeanSpan)
     assert seen[0].attributes is not None and seen[0].attributes["gateway.op_type"] == "lean"
+
+
+def test_a_span_ended_by_many_threads_at_once_ends_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_clock() -> int:  # read between "not ended yet?" and "ended now": others get to run
+        time.sleep(0.01)
+        return time.time_ns()
+
+    monkeypatch.setattr(lean_module, "_time_ns", slow_clock)
+    tracer, exporter, _ = _pipeline()
+    span = LeanTracer(tracer).start_span("op", Context(), {}, start_time=1)
+    barrier = threading.Barrier(4)
+
+    def end() -> None:
+        barrier.wait()
+        span.end()
+
+    threads = [threading.Thread(target=end) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(exporter.get_finished_spans()) == 1

@@ -20,6 +20,7 @@ used as it is.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Mapping
@@ -45,6 +46,10 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 #: W3C trace context level 2's "random trace id" flag (SDK 1.40+); 0 where the API lacks it.
 _RANDOM: int = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 _time_ns = time.time_ns
+#: Held while a span checks that it has not ended and marks it ended. Other changes need no lock:
+#: each is one dict or list operation (atomic in CPython), and one racing with ``end()`` is the
+#: same as one made just before it.
+_ENDING = threading.Lock()
 
 
 class LeanSpan(trace_api.Span, ReadableSpan):
@@ -213,11 +218,12 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self.add_event("exception", event, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        if self._ended("Calling end()"):
-            return
-        self._end_time = end_time if end_time is not None else _time_ns()
+        with _ENDING:  # two threads ending one span: the processors see it end once
+            if self._ended("Calling end()"):
+                return
+            self._end_time = end_time if end_time is not None else _time_ns()
         processor = self._origin.tracer.span_processor
-        on_ending = getattr(processor, "_on_ending", None)  # SDK 1.38+: before on_end, span still writable
+        on_ending = getattr(processor, "_on_ending", None)  # newer SDKs: the hook before on_end
         if on_ending is not None:
             on_ending(self)
         # The span itself is the processors' ReadableSpan: it takes no more changes once ended.
