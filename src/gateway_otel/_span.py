@@ -247,7 +247,7 @@ class _Origin:
         self.tracer = tracer
         self.resource = tracer.resource
         self.scope = getattr(tracer, "_instrumentation_scope", None)
-        self.info = tracer.instrumentation_info
+        self.info = getattr(tracer, "instrumentation_info", None)  # deprecated in the SDK
         limits = getattr(tracer, "_span_limits", None)  # the provider's (not public on the tracer)
         self.limits: SpanLimits = limits if isinstance(limits, SpanLimits) else SpanLimits()
 
