@@ -117,14 +117,13 @@ class _ContextMiddlewareBase:
         upstream = get_baggage(base)
         request_id: str | None = None
         url: str | None = None
-        if not upstream:
-            pass  # nothing from upstream (most requests): nothing to trust or to remove
-        elif self._trusted():
-            request_id = sane_request_id(str(upstream.get(attrs.REQUEST_ID) or "")) or None
-            caller_id = caller_id or _str(upstream.get(attrs.CALLER_ID))
-            url = _str(upstream.get(attrs.REQUEST_URL))
-        else:
-            base = without_identity(base)
+        if upstream:  # baggage from upstream (most requests have none): trusted, or its identity removed
+            if self._trusted():
+                request_id = sane_request_id(str(upstream.get(attrs.REQUEST_ID) or "")) or None
+                caller_id = caller_id or _str(upstream.get(attrs.CALLER_ID))
+                url = _str(upstream.get(attrs.REQUEST_URL))
+            else:
+                base = without_identity(base)
         request_id = request_id or sane_request_id(headers.get("x-request-id")) or _trace_id_or_new(base)
         url = url or current().scrubber.scrub_url(_url(scope, headers))
         return with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url), request_id
