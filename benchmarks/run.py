@@ -288,8 +288,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     dec = results.get("decorator", {})
     anchor = dec.get("bare OTel span (Batch)")
     for name, micros in dec.items():
-        if anchor and name.startswith("@operation_log"):
-            target = "reported" if "delivery" in name else "<= 1.3x (caller's side)"
+        if anchor and name.startswith(("@operation_log", "lean span")):
+            target = "reported" if "delivery" in name or name.startswith("lean") else "<= 1.3x (caller's side)"
             table.append(
                 (f"{name} vs bare span", f"{micros:.1f} us = {micros / anchor:.2f}x ({anchor:.1f} us)", target)
             )
