@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._records import encode
 from ._otlp import OtlpError, records_from_otlp
-from ._store import Caller, Store
+from ._store import Caller, Store, StoreResult
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _PAGE = (FilePath(__file__).parent / "static" / "request.html").read_bytes()
@@ -127,12 +127,47 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json({"code": status, "msg": message, "data": None}, status, headers)
 
 
-def _report(store: Store, faults: Faults | None, records: list[Record], *, via: str) -> Response:
+class GroupCommit:
+    """Stores the records of requests that arrive together in one transaction (a group commit).
+
+    Measured need: one record per POST, beginning and committing a transaction (with its counters)
+    took a fifth of the gateway's CPU, once per record. Requests whose handlers run in the same
+    turn of the event loop wait for one transaction at the end of that turn; each is answered once
+    its records are committed, as before, with its own counts.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._waiting: list[tuple[list[dict[str, Any]], str, asyncio.Future[StoreResult]]] = []
+
+    async def add(self, records: list[dict[str, Any]], via: str) -> StoreResult:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[StoreResult] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._commit)  # after the handlers already scheduled in this turn
+        self._waiting.append((records, via, done))
+        return await done
+
+    def _commit(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        try:
+            results = self.store.add_groups([(records, via) for records, via, _ in waiting])
+        except Exception as exc:
+            for _, _, done in waiting:
+                if not done.cancelled():
+                    done.set_exception(exc)
+            return
+        for (_, _, done), result in zip(waiting, results, strict=True):
+            if not done.cancelled():
+                done.set_result(result)
+
+
+async def _report(writer: GroupCommit, faults: Faults | None, records: list[Record], *, via: str) -> Response:
     """Store valid records and answer with the counts (or 400 for a record the faults reject)."""
     bad = faults.reject_uuids.intersection(record.uuid for record in records) if faults is not None else ()
     if bad:
         return _error(400, f"malformed record {sorted(bad)[0]}")
-    result = store.add_records([record.model_dump(exclude_unset=True) for record in records], via=via)
+    result = await writer.add([record.model_dump(exclude_unset=True) for record in records], via)
     return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
 
 
@@ -172,6 +207,7 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.faults = faults
+    writer = GroupCommit(store)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -209,11 +245,11 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
 
     @app.post("/v1/openapi/report/log", response_model=Envelope, tags=["records"])
     async def report_log(record: Record) -> Any:
-        return _report(store, faults, [record], via="report/log")
+        return await _report(writer, faults, [record], via="report/log")
 
     @app.post("/v1/openapi/report/logs", response_model=Envelope, tags=["records"])
     async def report_logs(records: Annotated[list[Record], Field(max_length=MAX_BATCH)]) -> Any:
-        return _report(store, faults, records, via="report/logs")
+        return await _report(writer, faults, records, via="report/logs")
 
     @app.get("/v1/openapi/log/{requestId}", response_model=Envelope, tags=["records"])
     async def log_of(requestId: Annotated[str, Path(max_length=256)]) -> Any:
@@ -282,7 +318,7 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
                 setattr(faults, name, set(value) if name == "reject_uuids" else value)
             return _ok(True)
 
-    app.add_middleware(_FastReport, store=store, faults=faults)
+    app.add_middleware(_FastReport, writer=writer, faults=faults)
     app.add_middleware(_BodyLimit)
     if faults is not None:
         app.add_middleware(_FaultInjection, faults=faults)
@@ -297,9 +333,9 @@ class _FastReport:
     A body that does not validate goes on to the FastAPI route, which answers exactly as before.
     """
 
-    def __init__(self, app: ASGIApp, store: Store, faults: Faults | None) -> None:
+    def __init__(self, app: ASGIApp, writer: GroupCommit, faults: Faults | None) -> None:
         self.app = app
-        self.store = store
+        self.writer = writer
         self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -323,7 +359,8 @@ class _FastReport:
         except ValueError:
             await self.app(scope, _replay(body), send)
             return
-        await _report(self.store, self.faults, [record], via="report/log")(scope, receive, send)
+        response = await _report(self.writer, self.faults, [record], via="report/log")
+        await response(scope, receive, send)
 
 
 def _is_json(scope: Scope) -> bool:

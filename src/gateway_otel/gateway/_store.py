@@ -8,7 +8,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        #: Transactions that stored records (several requests' records share one under load).
+        self.transactions = 0
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -143,52 +145,33 @@ class Store:
 
     def add_records(self, records: Iterable[Mapping[str, Any]], *, via: str) -> StoreResult:
         """Store records; a uuid already held is acknowledged and not stored (or billed) again."""
+        return self.add_groups([(records, via)])[0]
+
+    def add_groups(self, groups: Sequence[tuple[Iterable[Mapping[str, Any]], str]]) -> list[StoreResult]:
+        """Store several requests' records, each group with the endpoint it came by, in one transaction.
+
+        Each group gets its own counts; a uuid already held (or earlier in this call) is acknowledged
+        and not stored or billed again. Nothing is stored unless everything is.
+        """
         now = time.time()
-        accepted = duplicates = 0
+        results: list[StoreResult] = []
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 prices = dict(conn.execute("SELECT op_type, price FROM prices").fetchall())
                 default = float(prices.get("default", DEFAULT_PRICE))
-                for record in records:
-                    # A billing record charges its operation's price; a failed operation is not charged.
-                    billed = (
-                        record["opLogType"] == "out"
-                        and bool(record["isCostLog"])
-                        and record["operationStatus"] == "success"
-                    )
-                    charge = float(prices.get(record["opType"], default)) if billed else 0.0
-                    cursor = conn.execute(
-                        "INSERT OR IGNORE INTO records (uuid, request_id, caller_id, op_type, op_log_type, is_cost_log,"
-                        " status, start_ms, duration_ms, charge, received, via, payload)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            _text(record["uuid"]),
-                            _text(record["requestId"]),
-                            _text(record["callerId"]),
-                            _text(record["opType"]),
-                            record["opLogType"],
-                            int(bool(record["isCostLog"])),
-                            record["operationStatus"],
-                            int(record["startTimeMillis"]),
-                            int(record["durationMillis"]),
-                            charge,
-                            now,
-                            via,
-                            _dumps(record),
-                        ),
-                    )
-                    if cursor.rowcount:
-                        accepted += 1
-                        if charge:
-                            conn.execute(
-                                "UPDATE callers SET balance = balance - ? WHERE caller_id = ?",
-                                (charge, _text(record["callerId"])),
-                            )
-                    else:
-                        duplicates += 1
-                for name, value in (("received", accepted + duplicates), ("duplicates", duplicates)):
+                for records, via in groups:
+                    accepted = duplicates = 0
+                    for record in records:
+                        if self._insert(conn, record, via, now, prices, default):
+                            accepted += 1
+                        else:
+                            duplicates += 1
+                    results.append(StoreResult(accepted, duplicates))
+                received = sum(result.accepted + result.duplicates for result in results)
+                duplicated = sum(result.duplicates for result in results)
+                for name, value in (("received", received), ("duplicates", duplicated)):
                     conn.execute(
                         "INSERT INTO counters (name, value) VALUES (?, ?)"
                         " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
@@ -198,7 +181,49 @@ class Store:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return StoreResult(accepted, duplicates)
+            self.transactions += 1
+        return results
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection,
+        record: Mapping[str, Any],
+        via: str,
+        now: float,
+        prices: dict[str, Any],
+        default: float,
+    ) -> bool:
+        """Insert one record and charge its caller; ``False`` when its uuid is already held."""
+        # A billing record charges its operation's price; a failed operation is not charged.
+        billed = record["opLogType"] == "out" and bool(record["isCostLog"]) and record["operationStatus"] == "success"
+        charge = float(prices.get(record["opType"], default)) if billed else 0.0
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO records (uuid, request_id, caller_id, op_type, op_log_type, is_cost_log,"
+            " status, start_ms, duration_ms, charge, received, via, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _text(record["uuid"]),
+                _text(record["requestId"]),
+                _text(record["callerId"]),
+                _text(record["opType"]),
+                record["opLogType"],
+                int(bool(record["isCostLog"])),
+                record["operationStatus"],
+                int(record["startTimeMillis"]),
+                int(record["durationMillis"]),
+                charge,
+                now,
+                via,
+                _dumps(record),
+            ),
+        )
+        if not cursor.rowcount:
+            return False
+        if charge:
+            conn.execute(
+                "UPDATE callers SET balance = balance - ? WHERE caller_id = ?", (charge, _text(record["callerId"]))
+            )
+        return True
 
     def records_of(self, request_id: str) -> list[dict[str, Any]]:
         """A request's records, ordered by start time, ``in`` before ``out``."""
@@ -234,6 +259,7 @@ class Store:
             ).fetchall()
         return {
             "stored": int(stored),
+            "transactions": self.transactions,
             "received": int(counters.get("received", 0)),
             "duplicates": int(counters.get("duplicates", 0)),
             "billing": [

@@ -1,0 +1,98 @@
+"""The reference gateway's store: requests that arrive together share one transaction (group commit)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway_otel.gateway._app import GroupCommit
+from gateway_otel.gateway._store import Store
+
+
+def record(uuid: str, *, billed: bool = True, **changes: Any) -> dict[str, Any]:
+    return {
+        "uuid": uuid,
+        "requestId": "req-1",
+        "callerId": "alice",
+        "requestUrl": "http://svc/v1/chat",
+        "opLogType": "out" if billed else "in",
+        "opType": "chat",
+        "isCostLog": True,
+        "operationStatus": "success",
+        "startTimeMillis": 1,
+        "durationMillis": 2,
+        "request": {},
+        **changes,
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "gateway.db")
+    store.add_caller("alice", balance=100.0)
+    store.set_price("chat", 2.0)
+    return store
+
+
+def _balance(store: Store) -> float:
+    (alice,) = [entry for entry in store.stats()["billing"] if entry["callerId"] == "alice"]
+    return float(alice["balance"])
+
+
+def test_groups_in_one_transaction_keep_their_own_counts_and_bill_once(store: Store) -> None:
+    store.add_records([record("held")], via="report/log")
+    results = store.add_groups(
+        [
+            ([record("a"), record("b", billed=False)], "report/logs"),
+            ([record("a")], "report/log"),  # the same uuid as the group before it
+            ([record("held"), record("c")], "report/logs"),  # one already held
+        ]
+    )
+    assert [(r.accepted, r.duplicates) for r in results] == [(2, 0), (0, 1), (1, 1)]
+    stats = store.stats()
+    assert stats["stored"] == 4 and stats["received"] == 6 and stats["duplicates"] == 2
+    assert stats["transactions"] == 2
+    assert _balance(store) == 100.0 - 3 * 2.0  # held, a, c: the "in" record and duplicates cost nothing
+
+
+def test_a_group_that_fails_stores_nothing_of_its_transaction(store: Store) -> None:
+    broken = record("broken")
+    del broken["opType"]
+    with pytest.raises(KeyError):
+        store.add_groups([([record("fine")], "report/log"), ([broken], "report/log")])
+    assert store.stats()["stored"] == 0
+    assert _balance(store) == 100.0
+
+
+def test_requests_handled_in_one_turn_share_one_commit(store: Store) -> None:
+    async def main() -> list[tuple[int, int]]:
+        writer = GroupCommit(store)
+        results = await asyncio.gather(
+            *(writer.add([record(f"r{i}")], "report/log") for i in range(40)),
+            writer.add([record("r0")], "report/log"),  # a retry racing its original
+        )
+        later = await writer.add([record("r40")], "report/log")
+        return [(r.accepted, r.duplicates) for r in [*results, later]]
+
+    counts = asyncio.run(main())
+    assert counts == [(1, 0)] * 40 + [(0, 1), (1, 0)]
+    assert store.stats()["transactions"] == 2  # the 41 handled together, then the one after
+    assert _balance(store) == 100.0 - 41 * 2.0
+
+
+def test_a_failed_commit_fails_every_request_that_waited_for_it(store: Store) -> None:
+    broken = record("broken")
+    del broken["opType"]
+
+    async def main() -> list[Any]:
+        writer = GroupCommit(store)
+        return await asyncio.gather(
+            writer.add([record("fine")], "report/log"), writer.add([broken], "report/log"), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(outcome, KeyError) for outcome in outcomes)
+    assert store.stats()["stored"] == 0
