@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,26 @@ def test_a_failed_commit_fails_every_request_that_waited_for_it(store: Store) ->
     outcomes = asyncio.run(main())
     assert all(isinstance(outcome, KeyError) for outcome in outcomes)
     assert store.stats()["stored"] == 0
+
+
+def test_each_event_loop_commits_its_own_requests(store: Store) -> None:
+    writer = GroupCommit(store)
+    other: list[tuple[int, int]] = []
+
+    async def in_other_loop() -> None:
+        result = await writer.add([record("b")], "report/log")
+        other.append((result.accepted, result.duplicates))
+
+    async def main() -> tuple[int, int]:
+        mine = asyncio.ensure_future(writer.add([record("a")], "report/log"))
+        await asyncio.sleep(0)  # "a" waits for this loop's commit, due at the end of this turn
+        thread = threading.Thread(target=asyncio.run, args=(in_other_loop(),), daemon=True)
+        thread.start()
+        thread.join(10)  # meanwhile this loop is blocked: the other must commit on its own
+        assert not thread.is_alive()
+        result = await mine
+        return result.accepted, result.duplicates
+
+    assert asyncio.run(main()) == (1, 0)
+    assert other == [(1, 0)]
+    assert store.stats()["stored"] == 2

@@ -138,18 +138,21 @@ class GroupCommit:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._waiting: list[tuple[list[dict[str, Any]], str, asyncio.Future[StoreResult]]] = []
+        # By event loop: an app served from several threads (tests do) groups each loop's own.
+        self._waiting: dict[asyncio.AbstractEventLoop, list[_Waiting]] = {}
 
     async def add(self, records: list[dict[str, Any]], via: str) -> StoreResult:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[StoreResult] = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._commit)  # after the handlers already scheduled in this turn
-        self._waiting.append((records, via, done))
+        waiting = self._waiting.get(loop)
+        if waiting is None:
+            waiting = self._waiting[loop] = []
+            loop.call_soon(self._commit, loop)  # after the handlers already scheduled in this turn
+        waiting.append((records, via, done))
         return await done
 
-    def _commit(self) -> None:
-        waiting, self._waiting = self._waiting, []
+    def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiting = self._waiting.pop(loop)
         try:
             results = self.store.add_groups([(records, via) for records, via, _ in waiting])
         except Exception as exc:
@@ -160,6 +163,9 @@ class GroupCommit:
         for (_, _, done), result in zip(waiting, results, strict=True):
             if not done.cancelled():
                 done.set_result(result)
+
+
+_Waiting = tuple[list[dict[str, Any]], str, "asyncio.Future[StoreResult]"]
 
 
 async def _report(writer: GroupCommit, faults: Faults | None, records: list[Record], *, via: str) -> Response:
