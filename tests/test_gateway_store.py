@@ -84,7 +84,7 @@ def test_requests_handled_in_one_turn_share_one_commit(store: Store) -> None:
     assert _balance(store) == 100.0 - 41 * 2.0
 
 
-def test_a_failed_commit_fails_every_request_that_waited_for_it(store: Store) -> None:
+def test_records_that_cannot_be_stored_fail_their_own_request_alone(store: Store) -> None:
     broken = record("broken")
     del broken["opType"]
 
@@ -94,9 +94,11 @@ def test_a_failed_commit_fails_every_request_that_waited_for_it(store: Store) ->
             writer.add([record("fine")], "report/log"), writer.add([broken], "report/log"), return_exceptions=True
         )
 
-    outcomes = asyncio.run(main())
-    assert all(isinstance(outcome, KeyError) for outcome in outcomes)
-    assert store.stats()["stored"] == 0
+    fine, failed = asyncio.run(main())
+    assert (fine.accepted, fine.duplicates) == (1, 0)
+    assert isinstance(failed, KeyError)
+    assert store.stats()["stored"] == 1
+    assert store.stats()["transactions"] == 1  # the shared one rolled back; "fine" alone committed
 
 
 def test_each_event_loop_commits_its_own_requests(store: Store) -> None:

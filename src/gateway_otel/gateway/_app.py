@@ -133,7 +133,8 @@ class GroupCommit:
     Measured need: one record per POST, beginning and committing a transaction (with its counters)
     took a fifth of the gateway's CPU, once per record. Requests whose handlers run in the same
     turn of the event loop wait for one transaction at the end of that turn; each is answered once
-    its records are committed, as before, with its own counts.
+    its records are committed, as before, with its own counts. When that transaction fails, each
+    request's records are stored in a transaction of their own, so that one failing fails alone.
     """
 
     def __init__(self, store: Store) -> None:
@@ -153,16 +154,25 @@ class GroupCommit:
 
     def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
         waiting = self._waiting.pop(loop)
+        outcomes: list[StoreResult | Exception]
         try:
-            results = self.store.add_groups([(records, via) for records, via, _ in waiting])
+            outcomes = list(self.store.add_groups([(records, via) for records, via, _ in waiting]))
         except Exception as exc:
-            for _, _, done in waiting:
-                if not done.cancelled():
-                    done.set_exception(exc)
-            return
-        for (_, _, done), result in zip(waiting, results, strict=True):
-            if not done.cancelled():
-                done.set_result(result)
+            # One request's records that cannot be stored must not fail the others: each alone.
+            outcomes = [self._alone(records, via) for records, via, _ in waiting] if len(waiting) > 1 else [exc]
+        for (_, _, done), outcome in zip(waiting, outcomes, strict=True):
+            if done.cancelled():
+                continue
+            if isinstance(outcome, Exception):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
+
+    def _alone(self, records: list[dict[str, Any]], via: str) -> StoreResult | Exception:
+        try:
+            return self.store.add_records(records, via=via)
+        except Exception as exc:
+            return exc
 
 
 _Waiting = tuple[list[dict[str, Any]], str, "asyncio.Future[StoreResult]"]
