@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -233,3 +235,24 @@ def test_a_span_ended_by_many_threads_at_once_ends_once(monkeypatch: pytest.Monk
     for thread in threads:
         thread.join(10)
     assert len(exporter.get_finished_spans()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_child_forked_while_a_span_was_ending_can_end_spans() -> None:
+    tracer, exporter, _ = _pipeline()
+    lean = LeanTracer(tracer)
+    with lean_module._ENDING:  # another thread was in the middle of end() when the process forked
+        pid = os.fork()
+        if pid == 0:  # the child: it must not wait for a lock nobody will release
+            lean.start_span("in child", Context(), {}).end()
+            os._exit(0 if len(exporter.get_finished_spans()) == 1 else 1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the child hung ending a span")

@@ -20,6 +20,7 @@ used as it is.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -50,6 +51,15 @@ _time_ns = time.time_ns
 #: each is one dict or list operation (atomic in CPython), and one racing with ``end()`` is the
 #: same as one made just before it.
 _ENDING = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _ENDING  # a fork while another thread held it must not leave the child a held lock
+    _ENDING = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 class LeanSpan(trace_api.Span, ReadableSpan):
