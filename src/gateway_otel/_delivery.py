@@ -104,6 +104,7 @@ class Delivery:
     def __init__(self, settings: Settings, spool: Spool | None = None) -> None:
         self.settings = settings
         self.spool = spool if spool is not None else Spool(settings.spool_dir)
+        self._held_spool = self.spool  # the spool held still across a fork()
         self.listeners: list[Listener] = []
         self._host = settings.openapi_host
         # Requests in flight: several small ones hide the round trip; big batches only contend for
@@ -114,7 +115,11 @@ class Delivery:
         ref = weakref.ref(self)
         atexit.register(_call_weak, ref, "_at_exit")
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=lambda: _call_weak(ref, "_after_fork"))
+            os.register_at_fork(
+                before=lambda: _call_weak(ref, "_before_fork"),
+                after_in_parent=lambda: _call_weak(ref, "_after_fork_in_parent"),
+                after_in_child=lambda: _call_weak(ref, "_after_fork"),
+            )
 
     def _reset(self) -> None:
         self._queue: deque[tuple[Builder, Any, float] | _Marker] = deque()
@@ -247,6 +252,13 @@ class Delivery:
 
     def _at_exit(self) -> None:
         self.shutdown()
+
+    def _before_fork(self) -> None:
+        self._held_spool = self.spool
+        self._held_spool.hold_for_fork()
+
+    def _after_fork_in_parent(self) -> None:
+        self._held_spool.release_after_fork()
 
     def _after_fork(self) -> None:
         # The parent delivers what it queued; the child starts empty, with fresh threads and locks.

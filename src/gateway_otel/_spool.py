@@ -19,7 +19,13 @@ import uuid as uuid_module
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 SPOOL_FILE = "spool.sqlite3"
+LOCK_FILE = "spool.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -69,6 +75,27 @@ def _alive(owner: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _setting_up(directory: Path) -> Iterator[None]:
+    """Processes opening one spool set it up one at a time (a lock file beside it).
+
+    Measured need: gunicorn's workers open the spool together right after the fork. Switching a new
+    file to WAL needs it to themselves, and with several at it at once SQLite answered "database is
+    locked" at once, or kept one worker waiting past gunicorn's graceful timeout.
+    """
+    if fcntl is None:  # not POSIX: no advisory locks; SQLite's busy timeout is all there is
+        yield
+        return
+    descriptor = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # A POSIX record lock, not flock(): it belongs to this process alone, so a child forked
+        # while a thread here holds it (gunicorn forks its workers so) does not hold it too.
+        fcntl.lockf(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 class Spool:
     """Records waiting on disk, oldest first."""
 
@@ -84,11 +111,14 @@ class Spool:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            os.chmod(self.path, 0o600)
+            with _setting_up(self.directory):
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                # WAL is a property of the file: the first process to open it sets it.
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+                os.chmod(self.path, 0o600)
             self._conn, self._pid = conn, os.getpid()
             self._owner = _owner_id()
         return self._conn
@@ -229,6 +259,20 @@ class Spool:
             if not dead_only:
                 removed += conn.execute("DELETE FROM records").rowcount
         return int(removed)
+
+    def hold_for_fork(self) -> None:
+        """Before ``fork()``: wait for any thread inside the spool, keep the others out, and close the
+        connection. SQLite's lock state for a file is per process and a child inherits a copy of it:
+        a connection open in the parent at the fork left gunicorn's workers waiting on locks that
+        nobody held. The parent reopens the connection at its next use."""
+        self._lock.acquire()
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    def release_after_fork(self) -> None:
+        """After ``fork()``, in the parent (the child makes a spool of its own)."""
+        self._lock.release()
 
     def close(self) -> None:
         with self._lock:
