@@ -266,9 +266,7 @@ class Spool:
         a connection open in the parent at the fork left gunicorn's workers waiting on locks that
         nobody held. The parent reopens the connection at its next use."""
         self._lock.acquire()
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
+        self._close_connection()
 
     def release_after_fork(self) -> None:
         """After ``fork()``, in the parent (the child makes a spool of its own)."""
@@ -276,6 +274,10 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        """Close this process's connection (the caller holds ``_lock``); one inherited is only dropped."""
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
