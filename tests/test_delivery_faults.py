@@ -178,6 +178,45 @@ def test_batches_linger_for_records_that_trickle_in(healthy_gateway: Gateway, sc
     assert healthy_gateway.stats()["reportCalls"] - before <= 2
 
 
+TRICKLING_THREADS = """
+import sys, threading, time
+from gateway_otel import force_flush, submit_log
+from gateway_otel._pipeline import current
+
+sys.setswitchinterval(1e-6)  # threads swap as often as they can: the sender scans a queue others append to
+base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "trickled"}}
+
+def trickle(t):
+    for i in range({per_thread}):
+        submit_log({{**base, "uuid": f"t{{t}}-{{i}}-{rid}"}})
+        if i % 50 == 0:
+            force_flush(0)  # a flush marker among the records now and then
+        time.sleep(0.0002)
+
+threads = [threading.Thread(target=trickle, args=(t,)) for t in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+sender = current().delivery._thread
+print("alive" if sender is not None and sender.is_alive() else "stopped", flush=True)
+print("flushed" if force_flush(30) else "not flushed", flush=True)
+"""
+
+
+def test_the_sender_keeps_going_while_threads_append_to_a_lingering_batch(
+    healthy_gateway: Gateway, script_env: dict[str, str]
+) -> None:
+    rid = uuid.uuid4().hex
+    per_thread = 1500
+    env = {**script_env, "GATEWAY_OTEL_BATCH": "1", "GATEWAY_OTEL_BATCH_LINGER": "0.2"}
+    result = run_script(TRICKLING_THREADS.format(rid=rid, per_thread=per_thread), env)
+    assert result.returncode == 0, result.stderr
+    assert "delivery stopped" not in result.stderr, result.stderr
+    assert result.stdout.split() == ["alive", "flushed"]
+    assert_stored_once(healthy_gateway, rid, 4 * per_thread)
+
+
 SERVICE = """
 import uvicorn
 from fastapi import FastAPI

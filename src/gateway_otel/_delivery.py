@@ -123,6 +123,9 @@ class Delivery:
 
     def _reset(self) -> None:
         self._queue: deque[tuple[Builder, Any, float] | _Marker] = deque()
+        # Flush markers in the queue: counted, as other threads append while the sender reads.
+        self._marker_lock = threading.Lock()
+        self._markers_queued = 0
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,7 +183,9 @@ class Delivery:
         if self._thread is None or not self._thread.is_alive():
             return not self._queue
         marker = _Marker()
-        self._queue.append(marker)
+        with self._marker_lock:
+            self._markers_queued += 1
+            self._queue.append(marker)
         self._wake_sender()
         return marker.done.wait(self.settings.shutdown_timeout if timeout is None else timeout)
 
@@ -345,13 +350,15 @@ class Delivery:
             head = queue[0]
             if isinstance(head, _Marker):
                 queue.popleft()
+                with self._marker_lock:
+                    self._markers_queued -= 1
                 head.target = self._dispatched  # counts the records spooled in this pass too
                 self._markers.append(head)
                 continue
             too_old = now - head[2] > SPILL_AFTER
             if settings.batch and healthy and not self._stopping and len(queue) < batch_size:
                 due = head[2] + settings.batch_linger - now
-                if due > 0 and not self._flush_waiting(queue):
+                if due > 0 and not self._markers_queued:  # no flush waits behind the records
                     lingering = due  # a fuller batch in a moment is cheaper for both sides
                     break
             if healthy and len(self._inflight) < self._slots:
@@ -368,11 +375,6 @@ class Delivery:
             self._spool_put(to_spool, error="gateway unavailable" if self._host else "no OPENAPI_HOST")
             self._resolved += len(to_spool)
         return lingering
-
-    @staticmethod
-    def _flush_waiting(queue: deque[tuple[Builder, Any, float] | _Marker]) -> bool:
-        """A flush waits behind the records queued (a scan: the queue is shorter than a batch here)."""
-        return any(isinstance(item, _Marker) for item in queue)
 
     def _pop_records(self, limit: int) -> list[tuple[str, bytes]]:
         queue = self._queue
@@ -542,6 +544,8 @@ class Delivery:
         while self._queue:
             head = self._queue.popleft()
             if isinstance(head, _Marker):
+                with self._marker_lock:
+                    self._markers_queued -= 1
                 head.done.set()
                 continue
             record = self._build(head[0], head[1])
