@@ -152,6 +152,10 @@ def test_lean_span_as_a_context_manager_records_the_exception() -> None:
         (ALWAYS_ON, None, True, True),
         (ALWAYS_OFF, None, False, False),
         (ParentBased(ALWAYS_ON), TraceFlags.DEFAULT, False, False),
+        (ParentBased(ALWAYS_ON), TraceFlags.SAMPLED, True, True),
+        (ParentBased(ALWAYS_ON), None, True, True),
+        (BillingSafeSampler(ParentBased(ALWAYS_ON)), TraceFlags.DEFAULT, False, False),
+        (BillingSafeSampler(ParentBased(ALWAYS_ON)), None, True, True),
         (ParentBased(ALWAYS_OFF), TraceFlags.SAMPLED, True, True),
         (BillingSafeSampler(ALWAYS_OFF), None, False, False),
         (TraceIdRatioBased(1.0), None, True, True),
@@ -181,6 +185,38 @@ def test_lean_tracer_samples_as_the_sdk_tracer(
     assert outcomes[0] == outcomes[1]
     assert outcomes[1][0] is recording
     assert outcomes[1][1].sampled is sampled
+
+
+DEFAULT_SAMPLERS = [ParentBased(ALWAYS_ON), BillingSafeSampler(ParentBased(ALWAYS_ON))]
+
+
+@pytest.mark.parametrize("sampler", [*DEFAULT_SAMPLERS, ParentBased(ALWAYS_OFF), BillingSafeSampler(ALWAYS_ON)])
+def test_the_lean_tracer_decides_for_the_sdks_default_sampler_only(sampler: Sampler) -> None:
+    tracer, _, _ = _pipeline(sampler)
+    origin = lean_module._Origin(tracer)  # type: ignore[arg-type]
+    assert (origin.default_sampler is tracer.sampler) is (sampler in DEFAULT_SAMPLERS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("sampler", DEFAULT_SAMPLERS)
+@pytest.mark.parametrize("flags", [None, TraceFlags.SAMPLED, TraceFlags.DEFAULT])
+@pytest.mark.parametrize("attributes", [{"a": "x"}, {"gateway.op_type": "op", "a": "x"}, {}])
+def test_the_default_samplers_decision_is_the_sdks(
+    sampler: Sampler, flags: int | None, attributes: dict[str, Any]
+) -> None:
+    ctx = Context()
+    if flags is not None:
+        state = trace.TraceState([("vendor", "v1")])
+        remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
+        ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+    outcomes = []
+    for start in (sdk_start, lean_start):
+        tracer, exporter, seen = _pipeline(sampler)
+        span = start(tracer, "op", ctx, dict(attributes), SpanKind.SERVER)
+        context = span.get_span_context()
+        span.end()
+        finished = [(s.name, dict(s.attributes or {}), s.context.trace_state) for s in exporter.get_finished_spans()]
+        outcomes.append((span.is_recording(), context.trace_flags, context.trace_state, seen.started, finished))
+    assert outcomes[0] == outcomes[1]
 
 
 def test_operation_spans_stay_recorded_when_the_sampler_drops_them() -> None:

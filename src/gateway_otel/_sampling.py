@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
@@ -39,3 +39,32 @@ class BillingSafeSampler(Sampler):
 
     def get_description(self) -> str:
         return f"BillingSafeSampler{{{self.delegate.get_description()}}}"
+
+
+def default_sampling(sampler: Sampler) -> bool | None:
+    """For the SDK's default sampler, ``ParentBased(ALWAYS_ON)``, alone or behind ``BillingSafeSampler``:
+    whether it is billing safe. ``None`` for any other sampler.
+
+    Such a sampler samples a span without a parent or with a sampled one and drops the others
+    (operation spans are recorded instead when billing safe); the trace state is the parent's. The
+    lean tracer decides that itself: through the samplers it took a tenth of a request's spans.
+    """
+    billing_safe = isinstance(sampler, BillingSafeSampler)
+    if billing_safe:
+        sampler = sampler.delegate  # type: ignore[attr-defined]
+    if type(sampler) is not ParentBased:
+        return None
+    # What ParentBased keeps of its arguments is not public: any doubt means "not the default".
+    delegates = [getattr(sampler, f"_{name}", None) for name in _PARENT_BASED_FIELDS]
+    if delegates != [ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF]:
+        return None
+    return billing_safe
+
+
+_PARENT_BASED_FIELDS = (
+    "root",
+    "remote_parent_sampled",
+    "remote_parent_not_sampled",
+    "local_parent_sampled",
+    "local_parent_not_sampled",
+)

@@ -37,6 +37,9 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
+from . import _attributes as attrs
+from ._sampling import default_sampling
+
 __all__ = ["LeanSpan", "LeanTracer"]
 
 logger = logging.getLogger(__name__)
@@ -251,10 +254,13 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 class _Origin:
     """What the spans of one tracer share: where they come from and the limits they keep."""
 
-    __slots__ = ("info", "limits", "resource", "scope", "tracer")
+    __slots__ = ("billing_safe", "default_sampler", "info", "limits", "resource", "scope", "tracer")
 
     def __init__(self, tracer: sdk_trace.Tracer) -> None:
         self.tracer = tracer
+        billing_safe = default_sampling(tracer.sampler)
+        self.default_sampler = None if billing_safe is None else tracer.sampler
+        self.billing_safe = bool(billing_safe)
         self.resource = tracer.resource
         self.scope = getattr(tracer, "_instrumentation_scope", None)
         self.info = getattr(tracer, "instrumentation_info", None)  # deprecated in the SDK
@@ -299,20 +305,30 @@ class LeanTracer:
         else:
             trace_id = ids.generate_trace_id()
             random_id = _RANDOM if _RANDOM and ids.is_trace_id_random() else 0
-        result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, ())
-        decision = result.decision
+        sampler = tracer.sampler
+        if sampler is origin.default_sampler:  # ParentBased(ALWAYS_ON), decided here
+            if parent is None or parent.trace_flags.sampled:
+                decision = Decision.RECORD_AND_SAMPLE
+            elif origin.billing_safe and attrs.OP_TYPE in attributes:
+                decision = Decision.RECORD_ONLY
+            else:
+                decision = Decision.DROP
+            trace_state = parent.trace_state if parent is not None else None
+            sampled: Mapping[str, Any] = attributes
+        else:
+            result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
+            decision, trace_state, sampled = result.decision, result.trace_state, result.attributes
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
         if random_id:
             flags = TraceFlags(flags | _RANDOM)
         span_context = SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=result.trace_state
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
         )
         if decision is Decision.DROP:
             return trace_api.NonRecordingSpan(span_context)
         # The sampler's attributes become the span's (the SDK's samplers return the ones given,
         # behind a read-only proxy whose copy() is the dict's own, in C).
-        sampled = result.attributes
-        own = sampled.copy() if isinstance(sampled, MappingProxyType) else dict(sampled)
+        own = sampled.copy() if isinstance(sampled, (dict, MappingProxyType)) else dict(sampled)
         span = LeanSpan(
             name, span_context, parent, kind, own, start_time if start_time is not None else _time_ns(), origin
         )
