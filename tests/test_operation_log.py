@@ -294,6 +294,47 @@ def test_serialized_json_is_scrubbed_whatever_the_case_of_its_keys() -> None:
     assert scrubber.scrub_json(clean) is clean  # nothing suspect: not parsed again
 
 
+def test_counts_of_tokens_are_kept_and_tokens_are_not() -> None:
+    import orjson
+
+    from gateway_otel._scrub import REDACTED, Scrubber
+
+    scrubber = Scrubber()
+    answer = orjson.dumps({"echo": "hi", "tokens": 47, "usage": {"total_tokens": 5, "completion_tokens": 2.5}})
+    assert scrubber.scrub_json(answer) is answer  # counts only: nothing suspect, not parsed again
+    assert scrubber.scrub(
+        {"tokens": ["sk-1"], "token": 5, "tokens_used": 3, "access_tokens": "abc", "tokens ok": True}
+    ) == {
+        "tokens": REDACTED,  # not a number
+        "token": REDACTED,  # one token, not a count
+        "tokens_used": 3,
+        "access_tokens": REDACTED,
+        "tokens ok": REDACTED,  # a boolean is not a count
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"tokens": 47, "api_key": "k"},
+        {"tokens": "sk-live-abc"},
+        {"note": 'tokens=abc":5'},  # a quote inside a string is escaped: still suspect
+        {'tok"ens': 1, "tokens\\": 2},
+        {"text": "Bearer abcdefgh", "tokens": -3},
+        {"items": [{"max_tokens": 1}, {"token": "t"}]},
+        {"tokens": 1e300, "Tokens": 0},
+    ],
+)
+def test_the_quick_look_at_serialized_json_agrees_with_the_full_scrub(value: dict[str, Any]) -> None:
+    import orjson
+
+    from gateway_otel._scrub import Scrubber
+
+    scrubber = Scrubber()
+    data = orjson.dumps(value)
+    assert orjson.loads(scrubber.scrub_json(data)) == scrubber.scrub(value)
+
+
 def test_records_waiting_for_delivery_keep_no_span_alive() -> None:
     """Queued records hold plain values, not spans: under load, spans kept alive in the queue filled
     the garbage collector's old generations and its full collections became the service's p99."""

@@ -3,7 +3,8 @@
 Names that hold secrets (authorization, token, password, secret, api key, cookie, session,
 credential, private key; case and separator insensitive) have their values replaced by
 ``"[REDACTED]"`` wherever they appear: argument names, dict keys, headers, URL query parameters.
-``Bearer`` credentials inside strings are redacted too.
+``Bearer`` credentials inside strings are redacted too. A number under a name that says
+``tokens`` (``tokens``, ``max_tokens``, ``total_tokens``) counts tokens and is kept.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ _DEFAULT_ALLOW = frozenset(
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 #: Cheap first pass over serialized JSON, lower-cased: when none of these occur, nothing needs
 #: scrubbing. Matched against ``data.lower()`` rather than with ``(?i)``: 4-7x faster (measured).
+#: ``token`` is not suspect inside a key that says ``tokens`` and holds a number (``"tokens":47``):
+#: a count, which AI services return with most answers.
 _SUSPECT = re.compile(
-    rb"auth|token|passw|pwd|secret|api.?key|cookie|session|credential|private.?key|access.?key|signature"
-    rb'|bearer|"(?:jwt|otp)"'
+    rb'auth|token(?!s[^"\\]*":-?[0-9])|passw|pwd|secret|api.?key|cookie|session|credential|private.?key'
+    rb'|access.?key|signature|bearer|"(?:jwt|otp)"'
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}")
 #: ``name=value`` in URL queries and free text, ``name: value`` in free text.
@@ -78,6 +81,12 @@ class Scrubber:
             self._cache[name] = secret
         return secret
 
+    def _redacted(self, key: object, value: object) -> bool:
+        """Whether ``value``, under ``key`` in a structure, is redacted (a count of tokens is not)."""
+        if not self.is_secret(key):
+            return False
+        return not (type(value) in (int, float) and "tokens" in normalize(str(key)))
+
     def scrub_text(self, text: str) -> str:
         """Redact ``Bearer`` credentials and secret query parameters inside free text."""
         text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
@@ -111,7 +120,7 @@ class Scrubber:
     def scrub(self, value: Any) -> Any:
         """A copy of a JSON-like structure with every secret redacted."""
         if isinstance(value, dict):
-            return {key: REDACTED if self.is_secret(key) else self.scrub(item) for key, item in value.items()}
+            return {key: REDACTED if self._redacted(key, item) else self.scrub(item) for key, item in value.items()}
         if isinstance(value, list):
             return [self.scrub(item) for item in value]
         if isinstance(value, str):
