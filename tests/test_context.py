@@ -31,6 +31,24 @@ def test_values_are_otel_baggage() -> None:
     assert current_request_id() is None
 
 
+def test_identity_is_set_as_three_baggage_calls_would_set_it() -> None:
+    from gateway_otel._context import with_identity
+
+    key = context.create_key("other")
+    base = context.set_value(key, "kept", baggage.set_baggage("gateway.caller_id", "upstream"))
+    base = baggage.set_baggage("tenant", "t1", base)
+    for ids in [("r1", "alice", "http://x/y"), ("r2", None, "http://x/z"), (None, None, None)]:
+        ctx = with_identity(base, request_id=ids[0], caller_id=ids[1], request_url=ids[2])
+        expected = base
+        for name, value in zip(("gateway.request_id", "gateway.caller_id", "gateway.request_url"), ids, strict=True):
+            expected = (
+                baggage.remove_baggage(name, expected) if value is None else baggage.set_baggage(name, value, expected)
+            )
+        assert dict(baggage.get_all(ctx)) == dict(baggage.get_all(expected))
+        assert context.get_value(key, ctx) == "kept"
+    assert dict(baggage.get_all(base)) == {"gateway.caller_id": "upstream", "tenant": "t1"}  # base untouched
+
+
 def test_tokens_reset_in_the_order_they_were_set() -> None:
     # The ait_openapi README sets trace, caller, url and resets them in that same order.
     t_token = trace_id_context.set("t")
