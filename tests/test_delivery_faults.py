@@ -217,6 +217,41 @@ def test_the_sender_keeps_going_while_threads_append_to_a_lingering_batch(
     assert_stored_once(healthy_gateway, rid, 4 * per_thread)
 
 
+FAULTY_SENDER = """
+from gateway_otel import force_flush, submit_log
+from gateway_otel._delivery import Delivery
+from gateway_otel._pipeline import current
+
+faults = [3]
+take_queue = Delivery._take_queue
+
+def failing_take_queue(self, now):
+    if faults[0]:
+        faults[0] -= 1
+        raise RuntimeError("a fault in the sender")
+    return take_queue(self, now)
+
+Delivery._take_queue = failing_take_queue
+base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "faulty"}}
+for i in range(50):
+    submit_log({{**base, "uuid": f"faulty-{{i}}-{rid}"}})
+print("flushed" if force_flush(20) else "not flushed", flush=True)
+delivery = current().delivery
+print("alive" if delivery._running and delivery._thread.is_alive() else "stopped", flush=True)
+"""
+
+
+def test_a_fault_in_the_senders_loop_is_logged_and_delivery_goes_on(
+    healthy_gateway: Gateway, script_env: dict[str, str]
+) -> None:
+    rid = uuid.uuid4().hex
+    result = run_script(FAULTY_SENDER.format(rid=rid), script_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["flushed", "alive"], result.stderr
+    assert result.stderr.count("a fault in the sender") == 1  # logged once, not at each tick
+    assert_stored_once(healthy_gateway, rid, 50)
+
+
 SERVICE = """
 import uvicorn
 from fastapi import FastAPI

@@ -299,11 +299,17 @@ class Delivery:
                 now = time.monotonic()
                 if self._stopping and (now >= self._deadline or self._finished()):
                     break
-                lingering = self._take_queue(now)
-                self._drain_spool(now)
-                self._spill_old_inflight(now)
-                self._flush_acks(now)
-                self._resolve_markers()
+                try:
+                    lingering = self._take_queue(now)
+                    self._drain_spool(now)
+                    self._spill_old_inflight(now)
+                    self._flush_acks(now)
+                    self._resolve_markers()
+                except Exception as exc:
+                    # A fault in this loop's own bookkeeping must not stop delivery for the process's
+                    # life: what it left in the queue and the spool is taken again at the next tick.
+                    log_once("sender", "gateway-otel: delivery hit an error, going on: %r", exc, level=logging.ERROR)
+                    lingering = TICK
                 if lingering is None and self._queue and len(self._inflight) < self._slots and self._healthy(now):
                     await asyncio.sleep(0)  # let the requests just started run, then take more
                     continue
