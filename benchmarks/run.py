@@ -8,6 +8,7 @@ the results as JSON to ``benchmarks/results/``. ``--quick`` runs each part brief
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def part_end_to_end(gateway: GatewayProcess, ait: str | None, quick: bool, spool
     results = {"gateway-otel": end_to_end(sys.executable, OURS, gateway, 500 if quick else 5000, env)}
     # The same with the reference gateway's batch endpoint configured (GATEWAY_OTEL_BATCH=1).
     results["gateway-otel batch"] = end_to_end(
-        sys.executable, OURS, gateway, 2000 if quick else 20000, {**env, "GATEWAY_OTEL_BATCH": "1"}
+        sys.executable, OURS, gateway, 2000 if quick else 20000, {**env, **BATCH}
     )
     if ait is not None:
         # ait_openapi delivers nothing above about 250 queued records: 200 calls (400 records).
@@ -182,15 +183,33 @@ def part_end_to_end(gateway: GatewayProcess, ait: str | None, quick: bool, spool
 
 
 def part_delivery(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str, Any]:
-    env = {"OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": spool}
+    """The gateway's accept rate (wrk) beside the adapter's delivery, each against an empty database."""
     results: dict[str, Any] = {}
     if shutil.which("wrk"):
         results["wrk /report/log"] = wrk(gateway.url, HERE / "report_log.lua", 2 if quick else 10)
-    results["one per POST"] = end_to_end(sys.executable, OURS, gateway, 500 if quick else 5000, env)
-    results["batch"] = end_to_end(
-        sys.executable, OURS, gateway, 2000 if quick else 20000, {**env, "GATEWAY_OTEL_BATCH": "1"}
-    )
+    for name, n, extra in (("one per POST", 500 if quick else 5000, {}), ("batch", 2000 if quick else 20000, BATCH)):
+        with fresh_gateway(f"delivery-{name}") as (own, tmp):
+            env = {"OPENAPI_HOST": own.url, "GATEWAY_OTEL_SPOOL_DIR": f"{tmp}/spool", **extra}
+            results[name] = end_to_end(sys.executable, OURS, own, n, env)
     return results
+
+
+BATCH = {"GATEWAY_OTEL_BATCH": "1"}
+
+
+@contextlib.contextmanager
+def fresh_gateway(name: str) -> Iterator[tuple[GatewayProcess, str]]:
+    """A reference gateway with an empty database, and a directory for spools; stopped after use.
+
+    Records left in a gateway's database make each insert dearer (32 -> 50 us of CPU per record
+    after 100,000), on the cores the measured processes use too: each figure starts from none.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"gateway-otel-bench-{name.replace(' ', '-')}-") as tmp:
+        gateway = GatewayProcess(Path(tmp) / "gateway")
+        try:
+            yield gateway, tmp
+        finally:
+            gateway.stop()
 
 
 def part_fastapi(gateway: GatewayProcess, ait: str | None, quick: bool) -> dict[str, Any]:
@@ -204,7 +223,7 @@ def part_fastapi(gateway: GatewayProcess, ait: str | None, quick: bool) -> dict[
     # gateway-batch: the same app delivering through the reference gateway's batch endpoint (one
     # record per POST cannot keep up with 2 records per request at this rate: the rest is spooled).
     variants = [("bare", sys.executable, {}), ("stock", sys.executable, {}), ("gateway", sys.executable, {})]
-    variants.append(("gateway-batch", sys.executable, {"GATEWAY_OTEL_BATCH": "1"}))
+    variants.append(("gateway-batch", sys.executable, BATCH))
     env = {**os.environ, "OPENAPI_HOST": gateway.url}
     rounds: dict[str, list[dict[str, float]]] = {}
     for _ in range(1 if quick else 3):
@@ -376,18 +395,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "memory": lambda gateway, tmp: part_memory(gateway, args.quick, f"{tmp}/spool"),
     }
     for name, run in parts.items():
-        if name not in wanted:
-            continue
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        # A fresh gateway for each part: the records an earlier part left in its database make
-        # each insert dearer (32 -> 50 us of CPU per record after 100,000), on the cores the
-        # measured processes use too, so that a part's figures would depend on the parts before it.
-        with tempfile.TemporaryDirectory(prefix=f"gateway-otel-bench-{name}-") as tmp:
-            gateway = GatewayProcess(Path(tmp) / "gateway")
-            try:
+        if name in wanted:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            with fresh_gateway(name) as (gateway, tmp):  # no part depends on the records of another
                 results[name] = run(gateway, tmp)
-            finally:
-                gateway.stop()
     table = rows(results)
     width = max((len(row[0]) for row in table), default=10)
     print(f"\ngateway-otel benchmarks at {results['commit']} ({'quick' if args.quick else 'full'} run)\n")
