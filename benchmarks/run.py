@@ -212,11 +212,12 @@ def fresh_gateway(name: str) -> Iterator[tuple[GatewayProcess, str]]:
             gateway.stop()
 
 
-def part_fastapi(gateway: GatewayProcess, ait: str | None, quick: bool) -> dict[str, Any]:
+def part_fastapi(ait: str | None, quick: bool) -> dict[str, Any]:
     """wrk on each variant of the app, in rounds: bare, stock, gateway, gateway-batch, bare, ...
 
     This machine's speed drifts by a fifth within minutes, so each variant's ratio to bare is taken
-    within a round (runs a few seconds apart) and the median over the rounds is reported.
+    within a round (runs a few seconds apart) and the median over the rounds is reported. Each run
+    has a gateway of its own, with an empty database (``fresh_gateway``).
     """
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed"}
@@ -224,13 +225,12 @@ def part_fastapi(gateway: GatewayProcess, ait: str | None, quick: bool) -> dict[
     # record per POST cannot keep up with 2 records per request at this rate: the rest is spooled).
     variants = [("bare", sys.executable, {}), ("stock", sys.executable, {}), ("gateway", sys.executable, {})]
     variants.append(("gateway-batch", sys.executable, BATCH))
-    env = {**os.environ, "OPENAPI_HOST": gateway.url}
     rounds: dict[str, list[dict[str, float]]] = {}
     for _ in range(1 if quick else 3):
         for variant, python, extra_env in variants:
-            rounds.setdefault(variant, []).append(_wrk_app(variant, python, {**env, **extra_env}, 2 if quick else 6))
+            rounds.setdefault(variant, []).append(_wrk_app(variant, python, extra_env, 2 if quick else 6))
     if ait is not None:  # a hundredth of bare: one round says as much as three
-        rounds["ait"] = [_wrk_app("ait", ait, env, 2 if quick else 6)]
+        rounds["ait"] = [_wrk_app("ait", ait, {}, 2 if quick else 6)]
     results: dict[str, Any] = {}
     for variant, runs in rounds.items():
         bare = rounds["bare"][: len(runs)]
@@ -245,16 +245,18 @@ def part_fastapi(gateway: GatewayProcess, ait: str | None, quick: bool) -> dict[
     return results
 
 
-def _wrk_app(variant: str, python: str, env: dict[str, str], seconds: float) -> dict[str, float]:
+def _wrk_app(variant: str, python: str, extra_env: dict[str, str], seconds: float) -> dict[str, float]:
     port = free_port()
-    # A spool of its own: a variant must not pick up (and deliver) what the one before left.
-    spool = {"GATEWAY_OTEL_SPOOL_DIR": tempfile.mkdtemp(prefix=f"bench-{variant}-")}
-    with subprocess.Popen(
-        [python, str(HERE / "fastapi_app.py"), variant.split("-", maxsplit=1)[0], str(port)],
-        env={**env, **spool},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as app:
+    # A spool of its own too: a variant must not pick up (and deliver) what the one before left.
+    with (
+        fresh_gateway(f"fastapi-{variant}") as (gateway, tmp),
+        subprocess.Popen(
+            [python, str(HERE / "fastapi_app.py"), variant.split("-", maxsplit=1)[0], str(port)],
+            env={**os.environ, "OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": f"{tmp}/spool", **extra_env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ) as app,
+    ):
         try:
             wait_for_port(port, process=app)
             url = f"http://127.0.0.1:{port}/v1/chat"
@@ -391,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "decorator": lambda gateway, tmp: part_decorator(args.quick),
         "end_to_end": lambda gateway, tmp: part_end_to_end(gateway, ait, args.quick, f"{tmp}/spool"),
         "delivery": lambda gateway, tmp: part_delivery(gateway, args.quick, f"{tmp}/spool"),
-        "fastapi": lambda gateway, tmp: part_fastapi(gateway, ait, args.quick),
+        "fastapi": lambda gateway, tmp: part_fastapi(ait, args.quick),  # a gateway per run
         "memory": lambda gateway, tmp: part_memory(gateway, args.quick, f"{tmp}/spool"),
     }
     for name, run in parts.items():
