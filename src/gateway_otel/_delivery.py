@@ -356,8 +356,7 @@ class Delivery:
             head = queue[0]
             if isinstance(head, _Marker):
                 queue.popleft()
-                with self._marker_lock:
-                    self._markers_queued -= 1
+                self._marker_taken()
                 head.target = self._dispatched  # counts the records spooled in this pass too
                 self._markers.append(head)
                 continue
@@ -381,6 +380,11 @@ class Delivery:
             self._spool_put(to_spool, error="gateway unavailable" if self._host else "no OPENAPI_HOST")
             self._resolved += len(to_spool)
         return lingering
+
+    def _marker_taken(self) -> None:
+        """A flush marker left the queue (taken by the sender, or released at exit)."""
+        with self._marker_lock:
+            self._markers_queued -= 1
 
     def _pop_records(self, limit: int) -> list[tuple[str, bytes]]:
         queue = self._queue
@@ -550,8 +554,7 @@ class Delivery:
         while self._queue:
             head = self._queue.popleft()
             if isinstance(head, _Marker):
-                with self._marker_lock:
-                    self._markers_queued -= 1
+                self._marker_taken()
                 head.done.set()
                 continue
             record = self._build(head[0], head[1])
