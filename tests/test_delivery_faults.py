@@ -198,8 +198,8 @@ for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
-sender = current().delivery._thread
-print("alive" if sender is not None and sender.is_alive() else "stopped", flush=True)
+delivery = current().delivery
+print("alive" if delivery._running and delivery._thread.is_alive() else "stopped", flush=True)
 print("flushed" if force_flush(30) else "not flushed", flush=True)
 """
 
