@@ -27,6 +27,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from ._records import encode
+from ._relay import Relay
 from ._selflog import log_once
 from ._settings import Settings
 from ._spool import Spool
@@ -49,6 +50,8 @@ SPILL_AFTER = 0.5
 SPOOL_POLL = 1.0
 #: Records read from the spool at a time.
 SPOOL_CLAIM = 256
+#: Seconds the sender waits after a wake before it hands records to the relay (one write for many).
+RELAY_PAUSE = 0.005
 #: Delivered spooled records deleted in one transaction (at least every ``TICK``).
 ACK_BATCH = 256
 #: Seconds between two looks at the spool and at records in flight.
@@ -71,11 +74,18 @@ class _Unit:
 class _Marker:
     """A flush request travelling through the queue behind the records it waits for."""
 
-    __slots__ = ("done", "target")
+    __slots__ = ("done", "flushed", "target", "timeout")
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
         self.done = threading.Event()
+        self.flushed = True
         self.target = -1
+        self.timeout = timeout
+
+    def answer(self, flushed: bool) -> None:
+        """The relay's answer (``False``: its records may not be delivered or spooled)."""
+        self.flushed = flushed
+        self.done.set()
 
 
 def backoff(attempt: int, maximum: float) -> float:
@@ -128,6 +138,7 @@ class Delivery:
         self._markers_queued = 0
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._relay: Relay | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._idle = False
@@ -182,12 +193,13 @@ class Delivery:
         """Wait until every record queued so far is delivered, dead-lettered or spooled."""
         if self._thread is None or not self._thread.is_alive():
             return not self._queue
-        marker = _Marker()
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        marker = _Marker(timeout)
         with self._marker_lock:
             self._markers_queued += 1
             self._queue.append(marker)
         self._wake_sender()
-        return marker.done.wait(self.settings.shutdown_timeout if timeout is None else timeout)
+        return marker.done.wait(timeout) and marker.flushed
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Deliver what can be delivered within ``timeout`` seconds, spool the rest, stop the thread."""
@@ -267,6 +279,8 @@ class Delivery:
 
     def _after_fork(self) -> None:
         # The parent delivers what it queued; the child starts empty, with fresh threads and locks.
+        if self._relay is not None:
+            self._relay.abandon()  # the parent's: its input must end when the parent's does
         self._reset()
         self.spool = Spool(self.spool.directory)
 
@@ -280,7 +294,9 @@ class Delivery:
         self._wake = asyncio.Event()
         ready.set()
         try:
-            loop.run_until_complete(self._run())
+            relay = Relay.start(self.settings) if self.settings.relay and self._host else None
+            if relay is None or not loop.run_until_complete(self._relay_run(relay)):
+                loop.run_until_complete(self._run())
         except Exception as exc:
             logger.exception("gateway-otel delivery stopped: %r", exc)
         finally:
@@ -326,6 +342,53 @@ class Delivery:
             await pool.aclose()
         self._flush_acks(None)
         self._spool_leftovers()
+
+    async def _relay_run(self, relay: Relay) -> bool:
+        """Hand the queue over to the relay process; ``False`` when it is gone (delivery goes on here)."""
+        assert self._wake is not None
+        self._relay = relay
+        while relay.alive():
+            try:
+                self._hand_over(relay)
+            except OSError:
+                break
+            if self._stopping:
+                relay.close(max(0.0, self._hard_deadline - time.monotonic()))
+                return True
+            if not self._queue:
+                self._wake.clear()
+                self._idle = True
+                if not self._queue:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await within(self._wake.wait(), TICK)
+                self._idle = False
+            if not self._stopping and not self._markers_queued:
+                await asyncio.sleep(RELAY_PAUSE)  # what comes in the meantime goes in the same write
+        log_once("relay", "gateway-otel: the relay stopped; delivering in this process", level=logging.ERROR)
+        relay.abandon()
+        self._relay = None
+        return False
+
+    def _hand_over(self, relay: Relay) -> None:
+        """Write the queue to the relay, flush requests in their place; what a failed write held goes
+        back to the queue (``OSError`` raised)."""
+        queue = self._queue
+        build_here = bool(self.listeners)  # listeners see each record as it is built: here
+        entries: list[tuple[Builder, Any, float]] = []
+        try:
+            while queue:
+                head = queue.popleft()
+                if isinstance(head, _Marker):
+                    self._marker_taken()
+                    relay.send(entries, self._build, build_here=build_here)
+                    entries = []
+                    relay.flush(head.timeout, head.answer)
+                else:
+                    entries.append(head)
+            relay.send(entries, self._build, build_here=build_here)
+        except OSError:
+            queue.extendleft(reversed(entries))
+            raise
 
     def _finished(self) -> bool:
         """Nothing left to deliver: the queue, the requests in flight and the spool are empty."""

@@ -44,6 +44,9 @@ class Settings:
     batch: bool = False
     #: Records per batch request.
     batch_size: int = 500
+    #: Build and send records in a helper process of their own (the relay), so that the
+    #: app's threads only hand them over: for services that keep a core busy.
+    relay: bool = False
     #: Seconds a record may wait for others to fill its batch (with ``batch``), as the SDK's
     #: ``BatchSpanProcessor`` schedules its exports: fewer, fuller requests under load.
     batch_linger: float = 0.05

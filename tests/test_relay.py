@@ -1,0 +1,225 @@
+"""The relay: with ``relay`` on, a helper process builds and delivers the app's records.
+
+Each scenario runs in a process of its own (the relay is that process's child), against the
+session's reference gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+from gateway_otel.testing import eventually
+
+from conftest import Gateway, Script, run_script
+
+PRELUDE = """
+import os, sys, time
+import gateway_otel
+from gateway_otel import operation_log, submit_log, trace_id_context
+from gateway_otel._pipeline import current
+
+@operation_log(is_cost_log=True)
+def bill(i):
+    return i
+
+trace_id_context.set({rid!r})
+delivery = current().delivery
+
+def relay_pid():
+    relay = delivery._relay
+    return relay.process.pid if relay is not None else None
+
+def handed_over():
+    deadline = time.monotonic() + 30
+    while (delivery._queue or relay_pid() is None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+
+
+def _env(gateway: Gateway, spool: Path, **extra: str) -> dict[str, str]:
+    return {
+        "OPENAPI_HOST": gateway.url,
+        "GATEWAY_OTEL_SPOOL_DIR": str(spool),
+        "GATEWAY_OTEL_RELAY": "1",
+        "GATEWAY_OTEL_MAX_BACKOFF": "0.5",
+        **extra,
+    }
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_relay_process_delivers_the_records_and_flush_waits_for_it(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    rid = f"relay-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + """
+for i in range(300):
+    bill(i)
+submit_log({"opType": "by-hand"})  # a record built in the app, delivered by the relay
+assert gateway_otel.force_flush(20)
+print(os.getpid(), relay_pid(), delivery._http is None, flush=True)
+"""
+    )
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    app_pid, relay_pid, no_http_here = done.stdout.split()
+    assert relay_pid not in ("None", app_pid)
+    assert no_http_here == "True"  # the app itself never sent a request to the gateway
+    records = healthy_gateway.records(rid)
+    assert len(records) == 601  # counted when flush returned: it waited for the relay
+    assert len({record["uuid"] for record in records}) == 601
+    assert sum(record["opType"] == "by-hand" for record in records) == 1
+    assert eventually(lambda: _gone(int(relay_pid)), timeout=20)  # its input ended with the app
+
+
+def test_records_built_for_listeners_are_built_in_the_app_and_delivered_by_the_relay(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-listen-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + """
+seen = []
+delivery.listeners.append(seen.append)
+for i in range(50):
+    bill(i)
+assert gateway_otel.force_flush(20)
+print(len(seen), relay_pid() is not None, flush=True)
+"""
+    )
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["100", "True"]
+    assert healthy_gateway.count(rid) == 100
+
+
+def test_the_relay_delivers_what_the_app_handed_over_after_the_app_exits(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-exit-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + """
+for i in range(200):
+    bill(i)
+"""
+    )  # no flush: exit hands the rest over and the relay delivers it
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert eventually(lambda: healthy_gateway.count(rid) >= 400, timeout=30)
+    assert healthy_gateway.count(rid) == 400
+
+
+def test_records_handed_to_the_relay_survive_the_app_being_killed(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    rid = f"relay-kill-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + """
+for i in range(100):
+    bill(i)
+handed_over()
+print("handed", relay_pid(), flush=True)
+sys.stdin.readline()
+"""
+    )
+    healthy_gateway.faults(report_delay=0.3)  # the records are still on their way when the app dies
+    script = Script(code, _env(healthy_gateway, tmp_path))
+    try:
+        assert script.process.stdout is not None
+        word, relay_pid = script.process.stdout.readline().split()
+        assert word == "handed"
+        assert healthy_gateway.count(rid) < 200
+        script.process.send_signal(signal.SIGKILL)
+        script.wait(10)
+    finally:
+        script.close()
+    healthy_gateway.faults()
+    assert eventually(lambda: healthy_gateway.count(rid) >= 200, timeout=30)
+    records = healthy_gateway.records(rid)
+    assert len({record["uuid"] for record in records}) == len(records) == 200
+    assert eventually(lambda: _gone(int(relay_pid)), timeout=30)
+
+
+def test_when_the_relay_dies_the_app_delivers_in_its_own_process(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    rid = f"relay-dies-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + """
+import signal
+for i in range(20):
+    bill(i)
+assert gateway_otel.force_flush(20)
+os.kill(relay_pid(), signal.SIGKILL)
+deadline = time.monotonic() + 20
+while delivery._relay is not None and time.monotonic() < deadline:
+    bill(-1)  # wakes the sender, which finds its relay gone
+    time.sleep(0.05)
+for i in range(30):
+    bill(100 + i)
+assert gateway_otel.force_flush(20)
+print(delivery._relay is None, delivery._http is not None, flush=True)
+"""
+    )
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
+    assert "the relay stopped; delivering in this process" in done.stderr
+    out = {record["uuid"]: record for record in healthy_gateway.records(rid) if record["opLogType"] == "out"}
+    # Every call after the relay was gone is delivered by the app; those before, by the relay.
+    assert set(range(20)) | set(range(100, 130)) <= {record["response"] for record in out.values()}
+
+
+def test_a_forked_child_starts_a_relay_of_its_own_and_leaves_the_parents_alone(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-fork-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + """
+for i in range(10):
+    bill(i)
+assert gateway_otel.force_flush(20)
+parent_relay = relay_pid()
+read_end, write_end = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(read_end)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)  # the test reads the parent's output to its end: not the child's
+    os.dup2(quiet, 2)
+    inherited = delivery._relay
+    for i in range(10):
+        bill(100 + i)
+    assert gateway_otel.force_flush(20)
+    os.write(write_end, f"{inherited} {relay_pid()}\\n".encode())
+    os.close(write_end)
+    time.sleep(30)  # still alive while the parent exits
+    os._exit(0)
+os.close(write_end)
+with os.fdopen(read_end) as answer:
+    print(parent_relay, child, answer.readline().strip(), flush=True)
+"""
+    )
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    parent_relay, child, inherited, child_relay = done.stdout.split()
+    try:
+        assert inherited == "None"  # the child let go of the parent's relay
+        assert child_relay not in ("None", parent_relay)
+        assert healthy_gateway.count(rid) == 40
+        # The parent exited: its relay's input ended, though the child (which forked with the
+        # pipe open) still lives.
+        assert eventually(lambda: _gone(int(parent_relay)), timeout=20)
+        assert not _gone(int(child))
+    finally:
+        if not _gone(int(child)):
+            os.kill(int(child), signal.SIGKILL)
