@@ -50,8 +50,8 @@ SPILL_AFTER = 0.5
 SPOOL_POLL = 1.0
 #: Records read from the spool at a time.
 SPOOL_CLAIM = 256
-#: Seconds the sender waits after a wake before it hands records to the relay (one write for many).
-RELAY_PAUSE = 0.005
+#: Seconds between two hand-overs to the relay while records keep coming (one write for many).
+RELAY_PAUSE = 0.02
 #: Delivered spooled records deleted in one transaction (at least every ``TICK``).
 ACK_BATCH = 256
 #: Seconds between two looks at the spool and at records in flight.
@@ -349,35 +349,37 @@ class Delivery:
         self._relay = relay
         while relay.alive():
             try:
-                self._hand_over(relay)
+                handed = self._hand_over(relay)
             except OSError:
                 break
             if self._stopping:
                 relay.close(max(0.0, self._hard_deadline - time.monotonic()))
                 return True
-            if not self._queue:
-                self._wake.clear()
+            self._wake.clear()
+            # While records come, look again after RELAY_PAUSE, unasked: the app's threads then never
+            # signal this one (a flush still does). Idle, wait for the next record.
+            if not handed:
                 self._idle = True
-                if not self._queue:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await within(self._wake.wait(), TICK)
-                self._idle = False
-            if not self._stopping and not self._markers_queued:
-                await asyncio.sleep(RELAY_PAUSE)  # what comes in the meantime goes in the same write
+                self._idle = not self._queue  # one queued before the flag was up asked for no wake
+            with contextlib.suppress(asyncio.TimeoutError):
+                await within(self._wake.wait(), TICK if self._idle else RELAY_PAUSE)
+            self._idle = False
         log_once("relay", "gateway-otel: the relay stopped; delivering in this process", level=logging.ERROR)
         relay.abandon()
         self._relay = None
         return False
 
-    def _hand_over(self, relay: Relay) -> None:
-        """Write the queue to the relay, flush requests in their place; what a failed write held goes
-        back to the queue (``OSError`` raised)."""
+    def _hand_over(self, relay: Relay) -> int:
+        """Write the queue to the relay, flush requests in their place; returns how many items it
+        took. What a failed write held goes back to the queue (``OSError`` raised)."""
         queue = self._queue
         build_here = bool(self.listeners)  # listeners see each record as it is built: here
         entries: list[tuple[Builder, Any, float]] = []
+        taken = 0
         try:
             while queue:
                 head = queue.popleft()
+                taken += 1
                 if isinstance(head, _Marker):
                     self._marker_taken()
                     relay.send(entries, self._build, build_here=build_here)
@@ -389,6 +391,7 @@ class Delivery:
         except OSError:
             queue.extendleft(reversed(entries))
             raise
+        return taken
 
     def _finished(self) -> bool:
         """Nothing left to deliver: the queue, the requests in flight and the spool are empty."""
