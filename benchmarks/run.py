@@ -214,7 +214,7 @@ def fresh_gateway(name: str) -> Iterator[tuple[GatewayProcess, str]]:
 
 
 def part_fastapi(ait: str | None, quick: bool) -> dict[str, Any]:
-    """wrk on each variant of the app, in rounds: bare, stock, gateway, gateway-batch, gateway-relay, bare, ...
+    """wrk on each variant of the app, in rounds: bare, stock, gateway, gateway-batch, ..., bare, ...
 
     This machine's speed drifts by a fifth within minutes, so each variant's ratio to bare is taken
     within a round (runs a few seconds apart) and the median over the rounds is reported. Each run
@@ -226,8 +226,10 @@ def part_fastapi(ait: str | None, quick: bool) -> dict[str, Any]:
     # record per POST cannot keep up with 2 records per request at this rate: the rest is spooled).
     variants = [("bare", sys.executable, {}), ("stock", sys.executable, {}), ("gateway", sys.executable, {})]
     variants.append(("gateway-batch", sys.executable, BATCH))
-    # gateway-relay: one record per POST, built and sent by the relay process (GATEWAY_OTEL_RELAY=1).
+    # gateway-relay, gateway-batch-relay: the same two, the records built and sent by the relay
+    # process (GATEWAY_OTEL_RELAY=1).
     variants.append(("gateway-relay", sys.executable, RELAY))
+    variants.append(("gateway-batch-relay", sys.executable, {**BATCH, **RELAY}))
     rounds: dict[str, list[dict[str, float]]] = {}
     for _ in range(1 if quick else 3):
         for variant, python, extra_env in variants:
@@ -354,7 +356,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             table.append((f"decorated ops/s, every record delivered, {label}", figure, ">= 20x"))
     fa = results.get("fastapi", {})
     if "bare" in fa:
-        for variant in ("stock", "gateway", "gateway-batch", "gateway-relay", "ait"):
+        for variant in ("stock", "gateway", "gateway-batch", "gateway-relay", "gateway-batch-relay", "ait"):
             if variant in fa:
                 v, b = fa[variant], fa["bare"]
                 table.append(
