@@ -223,3 +223,92 @@ with os.fdopen(read_end) as answer:
     finally:
         if not _gone(int(child)):
             os.kill(int(child), signal.SIGKILL)
+
+
+LOOP_PRELUDE = """
+import asyncio, threading
+
+hands = set()  # the threads that handed records over
+hand_over = delivery._hand_over
+
+def watched(relay, *, wait):
+    taken, written = hand_over(relay, wait=wait)
+    if taken:
+        hands.add(threading.current_thread().name)
+    return taken, written
+
+delivery._hand_over = watched
+
+@operation_log(is_cost_log=True)
+async def abill(i, payload=""):
+    return i
+
+bill(-1)  # starts the sender thread and its relay
+handed_over()
+hands.clear()
+"""
+
+
+def test_on_an_event_loop_records_are_handed_to_the_relay_from_the_loop_itself(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-loop-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + LOOP_PRELUDE
+        + """
+async def main():
+    for i in range(300):
+        await abill(i)
+        if i % 50 == 0:
+            await asyncio.sleep(0.05)  # the loop runs its hand-over
+    await asyncio.sleep(0.1)
+
+asyncio.run(main())
+print(" ".join(sorted(hands)), flush=True)  # before the flush, which the sender thread hands over
+assert gateway_otel.force_flush(20)
+"""
+    )
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["MainThread"]  # the sender thread handed nothing over
+    records = healthy_gateway.records(rid)
+    assert len(records) == len({record["uuid"] for record in records}) == 602
+
+
+def test_a_relay_that_stops_reading_never_blocks_the_event_loop_and_loses_nothing(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-stalled-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + LOOP_PRELUDE
+        + """
+import signal
+os.kill(relay_pid(), signal.SIGSTOP)  # it reads nothing more: the pipe to it fills up
+
+async def main():
+    longest = 0.0
+    began = time.monotonic()
+    i = 0
+    while time.monotonic() - began < 3.0:
+        before = time.monotonic()
+        await abill(i, "x" * 20_000)  # 40 kB of records a call: the pipe's megabyte is full in 30
+        i += 1
+        await asyncio.sleep(0.005)
+        longest = max(longest, time.monotonic() - before)
+    return i, longest
+
+calls, longest = asyncio.run(main())
+os.kill(relay_pid(), signal.SIGCONT)
+assert gateway_otel.force_flush(30)
+print(calls, longest, flush=True)
+"""
+    )
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    calls, longest = done.stdout.split()
+    assert int(calls) > 100  # far more than the pipe holds
+    assert float(longest) < 1.0  # a blocked write would have held the loop until SIGCONT
+    records = healthy_gateway.records(rid)
+    assert len(records) == len({record["uuid"] for record in records}) == 2 * int(calls) + 2

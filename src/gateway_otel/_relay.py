@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -46,6 +48,8 @@ _ENTRY = (
     f"import json, os, sys; sys.path[:0] = json.loads(os.environ[{PATH_ENV!r}]); "
     "from gateway_otel._relay import main; main()"
 )
+#: Bytes the pipe to the relay holds (what the app hands over in about a second at full load).
+PIPE_SIZE = 1 << 20
 #: Seconds the app waits for a new relay to say it is ready.
 START_TIMEOUT = 15.0
 _IN, _OUT, _BUILT = 0, 1, 2
@@ -64,6 +68,12 @@ class Relay:
         self._next_flush = 0
         self._ready = threading.Event()
         self._gone = False
+        self._rest: tuple[memoryview, list[tuple[Any, Any, float]]] | None = None
+        # Non-blocking, so that an event loop's thread can hand records over without waiting for
+        # the relay (``send(wait=False)``); a larger pipe holds a burst (Linux: up to 1 MiB).
+        os.set_blocking(self._stdin.fileno(), False)
+        with contextlib.suppress(AttributeError, OSError):
+            fcntl.fcntl(self._stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         from ._exporter import in_record, out_record  # the exporter imports delivery: import at use
 
         self._kinds: dict[Any, int] = {in_record: _IN, out_record: _OUT}
@@ -108,33 +118,66 @@ class Relay:
 
     def send(
         self,
-        entries: Iterable[tuple[Any, Any, float]],
+        entries: list[tuple[Any, Any, float]],
         build: Callable[[Any, Any], tuple[str, bytes] | None],
         *,
         build_here: bool = False,
-    ) -> None:
-        """Write queued records (``(builder, item, queued at)``) as one line; raises ``OSError`` when
-        the relay is gone. ``build`` makes a record in the app: for builders the relay does not know,
-        and for all with ``build_here``."""
-        rows: list[bytes] = []
+        wait: bool = True,
+    ) -> bool:
+        """Write queued records (``(builder, item, queued at)``) as one line. ``build`` makes a
+        record in the app: for builders the relay does not know, and for all with ``build_here``.
+
+        ``wait``: until it is written whole (``OSError`` when the relay is gone). Without, what the
+        pipe does not take now is kept, and ``False`` returned: ``drain`` writes it before any other
+        line, ``take_back`` returns its records when the relay is gone.
+        """
+        if not entries:
+            return True
         kinds = {} if build_here else self._kinds
-        dumps = orjson.dumps
+        rows: list[Any] = []
         for builder, item, _ in entries:
             kind = kinds.get(builder)
             if kind is not None:
-                trace_id, span_id, parent_id, start, end, attributes, failed, service = item
-                try:
-                    rows.append(
-                        dumps((kind, f"{trace_id:032x}", span_id, parent_id, start, end, attributes, failed, service))
-                    )
-                    continue
-                except TypeError:  # a value JSON cannot hold as it is (an int past 64 bits): built here
-                    pass
-            record = build(builder, item)
-            if record is not None:
-                rows.append(b"[%d,%b]" % (_BUILT, record[1]))
-        if rows:
-            self._write(b"[" + b",".join(rows) + b"]\n")
+                trace_id, *rest = item
+                rows.append((kind, f"{trace_id:032x}", *rest))
+            else:
+                rows.append(self._built(build, builder, item))
+        # One call encodes the whole line (measured: a call per row was most of the hand-over's
+        # cost); a value JSON cannot hold as it is (an int past 64 bits) has its row built here.
+        try:
+            line = orjson.dumps(rows)
+        except TypeError:
+            line = (
+                b"[" + b",".join(self._one(row, entry, build) for row, entry in zip(rows, entries, strict=True)) + b"]"
+            )
+        return self._write(line + b"\n", entries, wait)
+
+    @staticmethod
+    def _built(build: Callable[[Any, Any], tuple[str, bytes] | None], builder: Any, item: Any) -> orjson.Fragment:
+        record = build(builder, item)
+        return orjson.Fragment(b"[%d,%b]" % (_BUILT, record[1]) if record is not None else b"[%d,null]" % _BUILT)
+
+    def _one(
+        self, row: Any, entry: tuple[Any, Any, float], build: Callable[[Any, Any], tuple[str, bytes] | None]
+    ) -> bytes:
+        try:
+            return orjson.dumps(row)
+        except TypeError:
+            return orjson.dumps(self._built(build, entry[0], entry[1]))
+
+    def drain(self, wait: bool) -> bool:
+        """Write what an earlier ``send`` left unwritten; ``True`` when nothing is left."""
+        if self._rest is None:
+            return True
+        rest, entries = self._rest
+        self._rest = None
+        return self._write(rest, entries, wait)
+
+    def take_back(self) -> list[tuple[Any, Any, float]]:
+        """The records of a line left unwritten (the relay is gone: they are delivered elsewhere)."""
+        entries = self._rest[1] if self._rest is not None else []
+        self._rest = None
+        return entries
 
     def flush(self, timeout: float, done: Callable[[bool], None]) -> None:
         """Ask the relay to deliver what it has read; ``done(flushed)`` is called with its answer."""
@@ -142,10 +185,11 @@ class Relay:
             self._next_flush += 1
             flush_id = self._next_flush
             self._waiting[flush_id] = done
-        self._write(orjson.dumps((flush_id, timeout)) + b"\n")
+        self._write(orjson.dumps((flush_id, timeout)) + b"\n", [], wait=True)
 
     def close(self, timeout: float) -> None:
         """End the relay's input and wait up to ``timeout`` seconds for it to deliver and exit."""
+        self._gone = True
         self._stdin.close()
         try:
             self.process.wait(timeout)
@@ -160,11 +204,20 @@ class Relay:
                 pipe.close()
         self._gone = True
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview, entries: list[tuple[Any, Any, float]], wait: bool) -> bool:
+        if self._stdin.closed:
+            raise BrokenPipeError("the relay's input is closed")
         view = memoryview(data)
         while view:
-            written = self._stdin.write(view)
-            view = view[written or 0 :]
+            written = self._stdin.write(view)  # non-blocking: None when the pipe is full
+            if written:
+                view = view[written:]
+                continue
+            if not wait:
+                self._rest = (view, entries)
+                return False
+            select.select([], [self._stdin], [], 1.0)
+        return True
 
     def _read(self) -> None:
         stdout = self.process.stdout
@@ -239,7 +292,8 @@ def main() -> None:
                 continue
             for row in message:
                 if row[0] == _BUILT:
-                    submit(_built, row[1])
+                    if row[1] is not None:  # None: it could not be built (logged in the app)
+                        submit(_built, row[1])
                 else:
                     kind, trace_hex, *rest = row
                     submit(builders[kind], (int(trace_hex, 16), *rest))
