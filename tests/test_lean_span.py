@@ -292,3 +292,56 @@ def test_a_child_forked_while_a_span_was_ending_can_end_spans() -> None:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     pytest.fail("the child hung ending a span")
+
+
+class Counted(SpanProcessor):
+    """Counts the spans a processor is shown at start, on ending and at end, by name."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.calls.append(("start", span.name))
+
+    def _on_ending(self, span: Span) -> None:
+        self.calls.append(("ending", span.name))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls.append(("end", span.name))
+
+
+def test_the_operations_processor_is_shown_operation_spans_only_and_the_others_every_span() -> None:
+    provider = TracerProvider()
+    operations, other = Counted(), Counted()
+    provider.add_span_processor(operations)
+    lean = LeanTracer(provider.get_tracer("test"), operations=operations)
+    lean.start_span("server", Context(), {"http.request.method": "GET"}).end()
+    provider.add_span_processor(other)  # a processor added later sees the spans from then on
+    lean.start_span("op", Context(), {"gateway.op_type": "op"}).end()
+    lean.start_span("server", Context(), {}).end()
+    assert operations.calls == [("start", "op"), ("ending", "op"), ("end", "op")]
+    assert other.calls == [
+        ("start", "op"),
+        ("ending", "op"),
+        ("end", "op"),
+        ("start", "server"),
+        ("ending", "server"),
+        ("end", "server"),
+    ]
+
+
+def test_a_lean_spans_record_data_is_what_its_readable_span_properties_give() -> None:
+    from gateway_otel._exporter import plain_attributes, span_data
+
+    tracer, _, _ = _pipeline()
+    parent = trace.set_span_in_context(NonRecordingSpan(REMOTE))
+    span = LeanTracer(tracer).start_span("op", parent, {"gateway.op_type": "op", "a": "x"}, start_time=1_000)
+    running = span_data(span)
+    assert running == span_data(span, plain_attributes(span))
+    span.set_attribute("b", "y")
+    assert "b" not in running[5]  # a running span's attributes are copied
+    span.set_status(Status(StatusCode.ERROR, "failed"))
+    span.end(2_000)
+    ended = span_data(span)
+    assert ended == span_data(span, plain_attributes(span))
+    assert ended[2] == REMOTE.span_id and ended[3:5] == (1_000, 2_000) and ended[6] is True

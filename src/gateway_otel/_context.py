@@ -15,7 +15,7 @@ from concurrent.futures import Executor, Future
 from functools import partial
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -102,9 +102,10 @@ def identity(ctx: context.Context | None = None) -> Mapping[str, object]:
     return baggage.get_all(ctx)
 
 
-#: The Context key the baggage API keeps its entries under, found through the public API: the one
-#: key of a Context that holds nothing but baggage.
+#: The Context keys the baggage API keeps its entries under and the trace API its span, found
+#: through the public API: the one key of a Context that holds nothing but baggage, or a span.
 _BAGGAGE_KEY = next(iter(baggage.set_baggage("gateway.probe", "", context.Context())))
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, context.Context())))
 
 
 def with_identity(
@@ -113,11 +114,13 @@ def with_identity(
     request_id: str | None,
     caller_id: str | None,
     request_url: str | None,
+    span: trace.Span | None = None,
 ) -> context.Context:
-    """``ctx`` with the three identity entries replaced (``None`` removes an entry).
+    """``ctx`` with the three identity entries replaced (``None`` removes an entry), and ``span``
+    as its current span when given.
 
-    What three ``set_baggage`` calls give, with one copy of the baggage and of the Context rather
-    than three: the middleware does this for every request.
+    What three ``set_baggage`` calls (and ``set_span_in_context``) give, with one copy of the
+    baggage and of the Context rather than four: the middleware does this for every request.
     """
     entries = dict(baggage.get_all(ctx))
     for key, value in ((attrs.REQUEST_ID, request_id), (attrs.CALLER_ID, caller_id), (attrs.REQUEST_URL, request_url)):
@@ -125,7 +128,11 @@ def with_identity(
             entries.pop(key, None)
         else:
             entries[key] = str(value)
-    return context.set_value(_BAGGAGE_KEY, entries, ctx)
+    values = dict(ctx)
+    values[_BAGGAGE_KEY] = entries
+    if span is not None:
+        values[_SPAN_KEY] = span
+    return context.Context(values)
 
 
 def without_identity(ctx: context.Context) -> context.Context:

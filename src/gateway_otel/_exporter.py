@@ -14,6 +14,7 @@ from opentelemetry.trace import StatusCode
 from . import _attributes as attrs
 from ._delivery import Delivery
 from ._records import IN, OUT, build_record
+from ._span import LeanSpan
 
 #: Every exporter made so far; ``configure()`` quiets those the OTel SDK made from the entry
 #: point, because its own processor then produces the same records without a bounded queue.
@@ -39,6 +40,8 @@ def plain_attributes(span: ReadableSpan) -> dict[str, Any]:
 
 def span_data(span: ReadableSpan, attributes: dict[str, Any] | None = None) -> SpanData:
     """The values of ``span`` that its records are built from (``attributes``: its plain attributes)."""
+    if type(span) is LeanSpan and attributes is None:
+        return span.record_data(_service(span.resource))
     context = span.context
     parent = span.parent
     return (
@@ -91,6 +94,8 @@ def out_record(data: SpanData) -> dict[str, Any]:
 
 
 def is_operation(span: ReadableSpan) -> bool:
+    if type(span) is LeanSpan:
+        return span.is_operation()
     attributes = span.attributes
     return attributes is not None and attrs.OP_TYPE in attributes
 

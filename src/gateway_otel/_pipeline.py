@@ -87,7 +87,7 @@ def configure(**options: Any) -> Pipeline:
             settings=settings,
             provider=provider,
             tracer=tracer,
-            spans=LeanTracer(tracer),
+            spans=LeanTracer(tracer, operations=processor),
             processor=processor,
             delivery=delivery,
             scrubber=Scrubber(settings.redact_patterns, settings.redact_allow),

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ._context import PROPAGATOR
@@ -25,7 +24,8 @@ __all__ = ["end_server_span", "start_server_span"]
 def start_server_span(
     spans: LeanTracer, scope: Mapping[str, Any], headers: Mapping[str, str], base: otel_context.Context
 ) -> tuple[Span, otel_context.Context]:
-    """Start the request's SERVER span under the caller's trace; returns it and the context holding it."""
+    """Start the request's SERVER span under the caller's trace; returns it and its parent context
+    (the caller's trace context and baggage, extracted from the headers)."""
     parent = PROPAGATOR.extract(headers, base) if "traceparent" in headers or "baggage" in headers else base
     method = scope.get("method", "GET")
     attributes: dict[str, Any] = {
@@ -43,8 +43,7 @@ def start_server_span(
     agent = headers.get("user-agent")
     if agent:
         attributes["user_agent.original"] = agent[:512]
-    span = spans.start_span(method, parent, attributes, kind=SpanKind.SERVER)
-    return span, trace.set_span_in_context(span, parent)
+    return spans.start_span(method, parent, attributes, kind=SpanKind.SERVER), parent
 
 
 def end_server_span(span: Span, scope: Mapping[str, Any], status: int | None, error: BaseException | None) -> None:
