@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from functools import partial
+from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from opentelemetry import baggage, context, trace
@@ -133,6 +134,23 @@ def with_identity(
     if span is not None:
         values[_SPAN_KEY] = span
     return context.Context(values)
+
+
+def baggage_of(ctx: context.Context) -> Mapping[str, object]:
+    """The baggage entries of ``ctx``, as ``baggage.get_all(ctx)`` gives them, read with one look-up
+    (the decorator does this for every call)."""
+    entries = ctx.get(_BAGGAGE_KEY)
+    return entries if isinstance(entries, dict) else _NO_ENTRIES
+
+
+def with_span(ctx: context.Context, span: trace.Span) -> context.Context:
+    """``trace.set_span_in_context(span, ctx)`` with one copy of the Context."""
+    values = dict(ctx)
+    values[_SPAN_KEY] = span
+    return context.Context(values)
+
+
+_NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
 
 
 def without_identity(ctx: context.Context) -> context.Context:

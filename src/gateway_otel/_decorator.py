@@ -17,11 +17,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapp
 from typing import Any, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.baggage import get_all as get_baggage
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
+from ._context import baggage_of, with_span
 from ._pipeline import current
 from ._selflog import log_once
 from ._serialize import safe_str, to_json
@@ -93,7 +92,7 @@ class _Operation:
         """Start the span of a call: (span, context with the span, wall start ns, monotonic start ns)."""
         pipeline = current()
         ctx = otel_context.get_current()
-        identity = get_baggage(ctx)
+        identity = baggage_of(ctx)
         attributes = dict(self.static)
         request_id = identity.get(attrs.REQUEST_ID)
         if request_id is not None:
@@ -119,7 +118,7 @@ class _Operation:
         span = pipeline.spans.start_span(self.name, ctx, attributes, start_time=start_ns)
         if request_id is None:
             span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
-        return span, trace.set_span_in_context(span, ctx), start_ns, mono_ns
+        return span, with_span(ctx, span), start_ns, mono_ns
 
     def succeed(self, span: Span, start_ns: int, mono_ns: int, result: Any) -> None:
         """End the span of a call that returned ``result``."""

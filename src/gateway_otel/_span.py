@@ -38,6 +38,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.util import types
 
 from . import _attributes as attrs
+from ._context import _SPAN_KEY
 from ._sampling import default_sampling
 
 __all__ = ["LeanSpan", "LeanTracer"]
@@ -361,7 +362,8 @@ class LeanTracer:
             return self.tracer.start_span(name, context, kind=kind, attributes=attributes, start_time=start_time)
         tracer = origin.tracer
         enabled = getattr(tracer, "_is_enabled", None)  # SDK 1.35+: a tracer configurator may disable it
-        current = trace_api.get_current_span(context).get_span_context()
+        found = context.get(_SPAN_KEY)  # trace.get_current_span(context), with one look-up
+        current = (found if isinstance(found, trace_api.Span) else trace_api.INVALID_SPAN).get_span_context()
         if enabled is not None and not enabled():
             return trace_api.NonRecordingSpan(current)
         ids = tracer.id_generator

@@ -134,7 +134,7 @@ class _ContextMiddlewareBase:
         request_id = (
             request_id
             or sane_request_id(headers.get("x-request-id"))
-            or _trace_id_or_new(base if span is None else trace.set_span_in_context(span, base))
+            or _trace_id_or_new(trace.get_current_span(base) if span is None else span)
         )
         url = url or current().scrubber.scrub_url(_url(scope, headers))
         ctx = with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url, span=span)
@@ -166,8 +166,8 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _trace_id_or_new(ctx: otel_context.Context) -> str:
-    span_context = trace.get_current_span(ctx).get_span_context()
+def _trace_id_or_new(span: trace.Span) -> str:
+    span_context = span.get_span_context()
     if span_context.is_valid:
         return format(span_context.trace_id, "032x")
     return uuid.uuid4().hex
