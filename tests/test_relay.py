@@ -312,3 +312,27 @@ print(calls, longest, flush=True)
     assert float(longest) < 1.0  # a blocked write would have held the loop until SIGCONT
     records = healthy_gateway.records(rid)
     assert len(records) == len({record["uuid"] for record in records}) == 2 * int(calls) + 2
+
+
+def test_when_the_event_loop_is_blocked_the_sender_thread_hands_its_records_over(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-blocked-{uuid.uuid4().hex}"
+    code = (
+        PRELUDE.format(rid=rid)
+        + LOOP_PRELUDE
+        + """
+async def main():
+    await abill(1)
+    time.sleep(1.0)  # the loop is blocked: the hand-over it was due to run cannot
+    return len(delivery._queue), " ".join(sorted(hands))
+
+left, by = asyncio.run(main())
+print(left, by, flush=True)
+assert gateway_otel.force_flush(20)
+"""
+    )
+    done = run_script(code, _env(healthy_gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "gateway-otel-delivery"]
+    assert healthy_gateway.count(rid) == 4

@@ -392,7 +392,8 @@ class Delivery:
         while relay.alive():
             handed = 0
             # An event loop due to hand the queue over does it, unless a flush waits or exit has come
-            # (or the loop is gone: a hand-over due for longer than a second has not happened).
+            # (or the loop is busy or gone: a hand-over due for longer than TICK has not happened;
+            # records then wait in the app at most twice TICK, well within the second kill -9 allows).
             if not self._handing or self._stopping or self._markers_queued or self._stale_handing():
                 try:
                     with self._hand_lock:
@@ -419,7 +420,7 @@ class Delivery:
         return False
 
     def _stale_handing(self) -> bool:
-        if time.monotonic() - self._handing_since > 1.0:
+        if time.monotonic() - self._handing_since > TICK:
             self._handing = False
             return True
         return False
