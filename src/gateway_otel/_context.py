@@ -98,15 +98,21 @@ def current_caller_id() -> str | None:
     return caller_id_context.get()
 
 
-def identity(ctx: context.Context | None = None) -> Mapping[str, object]:
-    """All baggage entries of ``ctx`` (the current context by default), read in one look-up."""
-    return baggage.get_all(ctx)
-
-
 #: The Context keys the baggage API keeps its entries under and the trace API its span, found
 #: through the public API: the one key of a Context that holds nothing but baggage, or a span.
 _BAGGAGE_KEY = next(iter(baggage.set_baggage("gateway.probe", "", context.Context())))
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, context.Context())))
+
+
+def identity(ctx: context.Context | None = None) -> Mapping[str, object]:
+    """All baggage entries of ``ctx`` (the current context by default), as ``baggage.get_all``
+    gives them, read with one look-up (the decorator and the middleware do this for every call and
+    request). The mapping is the Context's own: read it, never change it."""
+    entries = (context.get_current() if ctx is None else ctx).get(_BAGGAGE_KEY)
+    return entries if isinstance(entries, dict) else _NO_ENTRIES
+
+
+_NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
 
 
 def with_identity(
@@ -123,7 +129,7 @@ def with_identity(
     What three ``set_baggage`` calls (and ``set_span_in_context``) give, with one copy of the
     baggage and of the Context rather than four: the middleware does this for every request.
     """
-    entries = dict(baggage.get_all(ctx))
+    entries = dict(identity(ctx))
     for key, value in ((attrs.REQUEST_ID, request_id), (attrs.CALLER_ID, caller_id), (attrs.REQUEST_URL, request_url)):
         if value is None:
             entries.pop(key, None)
@@ -136,21 +142,11 @@ def with_identity(
     return context.Context(values)
 
 
-def baggage_of(ctx: context.Context) -> Mapping[str, object]:
-    """The baggage entries of ``ctx``, as ``baggage.get_all(ctx)`` gives them, read with one look-up
-    (the decorator does this for every call)."""
-    entries = ctx.get(_BAGGAGE_KEY)
-    return entries if isinstance(entries, dict) else _NO_ENTRIES
-
-
 def with_span(ctx: context.Context, span: trace.Span) -> context.Context:
     """``trace.set_span_in_context(span, ctx)`` with one copy of the Context."""
     values = dict(ctx)
     values[_SPAN_KEY] = span
     return context.Context(values)
-
-
-_NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
 
 
 def without_identity(ctx: context.Context) -> context.Context:

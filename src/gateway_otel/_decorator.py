@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
-from ._context import baggage_of, with_span
+from ._context import identity, with_span
 from ._pipeline import current
 from ._selflog import log_once
 from ._serialize import safe_str, to_json
@@ -92,15 +92,15 @@ class _Operation:
         """Start the span of a call: (span, context with the span, wall start ns, monotonic start ns)."""
         pipeline = current()
         ctx = otel_context.get_current()
-        identity = baggage_of(ctx)
+        bag = identity(ctx)
         attributes = dict(self.static)
-        request_id = identity.get(attrs.REQUEST_ID)
+        request_id = bag.get(attrs.REQUEST_ID)
         if request_id is not None:
             attributes[attrs.REQUEST_ID] = request_id
-        caller_id = identity.get(attrs.CALLER_ID)
+        caller_id = bag.get(attrs.CALLER_ID)
         if caller_id is not None:
             attributes[attrs.CALLER_ID] = caller_id
-        request_url = identity.get(attrs.REQUEST_URL)
+        request_url = bag.get(attrs.REQUEST_URL)
         if request_url is not None:
             attributes[attrs.REQUEST_URL] = request_url
         capture = self.capture_request

@@ -19,12 +19,11 @@ from urllib.parse import parse_qsl
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.baggage import get_all as get_baggage
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _attributes as attrs
 from ._client import GatewayClient, default_client
-from ._context import with_identity, without_identity
+from ._context import identity, with_identity, without_identity
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import current
 from ._server_span import end_server_span, start_server_span
@@ -121,7 +120,7 @@ class _ContextMiddlewareBase:
     ) -> tuple[otel_context.Context, str]:
         """The request's context (``base`` with the identity in its baggage, and ``span`` as its
         current span when given) and its request id."""
-        upstream = get_baggage(base)
+        upstream = identity(base)
         request_id: str | None = None
         url: str | None = None
         if upstream:  # baggage from upstream (most requests have none): trusted, or its identity removed
