@@ -249,14 +249,22 @@ hands.clear()
 """
 
 
+def _on_a_loop(gateway: Gateway, tmp_path: Path, rid: str, body: str) -> list[str]:
+    """Run ``body`` after the event-loop prelude in a process of its own; its output's words."""
+    done = run_script(PRELUDE.format(rid=rid) + LOOP_PRELUDE + body, _env(gateway, tmp_path))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def test_on_an_event_loop_records_are_handed_to_the_relay_from_the_loop_itself(
     healthy_gateway: Gateway, tmp_path: Path
 ) -> None:
     rid = f"relay-loop-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + LOOP_PRELUDE
-        + """
+    words = _on_a_loop(
+        healthy_gateway,
+        tmp_path,
+        rid,
+        """
 async def main():
     for i in range(300):
         await abill(i)
@@ -267,11 +275,9 @@ async def main():
 asyncio.run(main())
 print(" ".join(sorted(hands)), flush=True)  # before the flush, which the sender thread hands over
 assert gateway_otel.force_flush(20)
-"""
+""",
     )
-    done = run_script(code, _env(healthy_gateway, tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["MainThread"]  # the sender thread handed nothing over
+    assert words == ["MainThread"]  # the sender thread handed nothing over
     records = healthy_gateway.records(rid)
     assert len(records) == len({record["uuid"] for record in records}) == 602
 
@@ -280,10 +286,11 @@ def test_a_relay_that_stops_reading_never_blocks_the_event_loop_and_loses_nothin
     healthy_gateway: Gateway, tmp_path: Path
 ) -> None:
     rid = f"relay-stalled-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + LOOP_PRELUDE
-        + """
+    words = _on_a_loop(
+        healthy_gateway,
+        tmp_path,
+        rid,
+        """
 import signal
 os.kill(relay_pid(), signal.SIGSTOP)  # it reads nothing more: the pipe to it fills up
 
@@ -303,11 +310,9 @@ calls, longest = asyncio.run(main())
 os.kill(relay_pid(), signal.SIGCONT)
 assert gateway_otel.force_flush(30)
 print(calls, longest, flush=True)
-"""
+""",
     )
-    done = run_script(code, _env(healthy_gateway, tmp_path))
-    assert done.returncode == 0, done.stderr
-    calls, longest = done.stdout.split()
+    calls, longest = words
     assert int(calls) > 100  # far more than the pipe holds
     assert float(longest) < 1.0  # a blocked write would have held the loop until SIGCONT
     records = healthy_gateway.records(rid)
@@ -318,10 +323,11 @@ def test_when_the_event_loop_is_blocked_the_sender_thread_hands_its_records_over
     healthy_gateway: Gateway, tmp_path: Path
 ) -> None:
     rid = f"relay-blocked-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + LOOP_PRELUDE
-        + """
+    words = _on_a_loop(
+        healthy_gateway,
+        tmp_path,
+        rid,
+        """
 async def main():
     await abill(1)
     time.sleep(1.0)  # the loop is blocked: the hand-over it was due to run cannot
@@ -330,9 +336,7 @@ async def main():
 left, by = asyncio.run(main())
 print(left, by, flush=True)
 assert gateway_otel.force_flush(20)
-"""
+""",
     )
-    done = run_script(code, _env(healthy_gateway, tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["0", "gateway-otel-delivery"]
+    assert words == ["0", "gateway-otel-delivery"]
     assert healthy_gateway.count(rid) == 4
