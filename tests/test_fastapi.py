@@ -230,7 +230,8 @@ def test_concurrent_blocking_look_ups_of_one_token_make_one_gateway_call(healthy
 def test_each_request_is_a_server_span_joining_the_callers_trace(service: str, captured_records: Any) -> None:
     trace_id = uuid.uuid4().hex
     traceparent = f"00-{trace_id}-{'1' * 16}-01"
-    response = httpx.post(f"{service}/v1/chat", json={"prompt": "t"}, headers={**ALICE, "traceparent": traceparent})
+    headers = {**ALICE, "traceparent": traceparent, "tracestate": "vendor=v1", "user-agent": "probe/1.0"}
+    response = httpx.post(f"{service}/v1/chat", json={"prompt": "t"}, headers=headers)
     assert response.status_code == 200
 
     def our_spans() -> list[Any]:
@@ -251,6 +252,8 @@ def test_each_request_is_a_server_span_joining_the_callers_trace(service: str, c
     assert server.attributes["http.route"] == "/v1/chat"
     assert server.attributes["http.response.status_code"] == 200
     assert server.attributes["url.path"] == "/v1/chat"
+    assert server.attributes["user_agent.original"] == "probe/1.0"
+    assert server.context.trace_state.get("vendor") == "v1"  # the caller's trace state goes on
     # no X-Request-ID sent: the request id is the (caller's) trace id
     assert response.headers["x-request-id"] == trace_id
 
