@@ -46,10 +46,17 @@ __all__ = ["LeanSpan", "LeanTracer"]
 logger = logging.getLogger(__name__)
 
 _UNSET = Status(StatusCode.UNSET)
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 #: W3C trace context level 2's "random trace id" flag (SDK 1.40+); 0 where the API lacks it.
 _RANDOM: int = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+#: A span's trace flags by (sampled, random trace id), made once rather than for each span.
+_FLAGS = {
+    (sampled, random_id): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (_RANDOM if random_id else 0)
+    )
+    for sampled in (False, True)
+    for random_id in (False, True)
+}
+_RECORD_AND_SAMPLE, _RECORD_ONLY, _DROP = Decision.RECORD_AND_SAMPLE, Decision.RECORD_ONLY, Decision.DROP
 _time_ns = time.time_ns
 #: Held while a span checks that it has not ended and marks it ended. Other changes need no lock:
 #: each is one dict or list operation (atomic in CPython), and one racing with ``end()`` is the
@@ -378,23 +385,21 @@ class LeanTracer:
         sampler = tracer.sampler
         if sampler is origin.default_sampler:  # ParentBased(ALWAYS_ON), decided here
             if parent is None or parent.trace_flags.sampled:
-                decision = Decision.RECORD_AND_SAMPLE
+                decision = _RECORD_AND_SAMPLE
             elif origin.billing_safe and attrs.OP_TYPE in attributes:
-                decision = Decision.RECORD_ONLY
+                decision = _RECORD_ONLY
             else:
-                decision = Decision.DROP
+                decision = _DROP
             trace_state = parent.trace_state if parent is not None else None
             sampled: Mapping[str, Any] = attributes
         else:
             result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
             decision, trace_state, sampled = result.decision, result.trace_state, result.attributes
-        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
-        if random_id:
-            flags = TraceFlags(flags | _RANDOM)
+        flags = _FLAGS[decision is _RECORD_AND_SAMPLE, bool(random_id)]
         span_context = SpanContext(
             trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
         )
-        if decision is Decision.DROP:
+        if decision is _DROP:
             return trace_api.NonRecordingSpan(span_context)
         # The sampler's attributes become the span's (the SDK's samplers return the ones given,
         # behind a read-only proxy whose copy() is the dict's own, in C).
