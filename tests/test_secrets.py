@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from gateway_otel._servers import serve_in_thread
@@ -143,3 +144,34 @@ def test_request_urls_lose_their_secrets(url: str, expected: str) -> None:
     from gateway_otel._scrub import default_scrubber
 
     assert default_scrubber.scrub_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "authorization", "Auth", "access_token", "password", "passwd", "pwd", "client_secret", "apiKey",
+        "api-key", "Cookie", "session_id", "credentials", "private_key", "accessKey", "signature", "jwt", "otp",
+    ],
+)  # fmt: skip
+def test_serialized_payloads_lose_every_secret_name(name: str) -> None:
+    from gateway_otel._scrub import default_scrubber
+
+    scrubbed = orjson.loads(default_scrubber.scrub_json(orjson.dumps({"payload": {name: "s3cr3t-value", "n": 1}})))
+    assert scrubbed == {"payload": {name: "[REDACTED]", "n": 1}}
+
+
+def test_a_payload_without_secrets_is_returned_as_it_is() -> None:
+    from gateway_otel._scrub import default_scrubber
+
+    data = orjson.dumps({"prompt": "hello gateway", "temperature": 0.5, "usage": {"total_tokens": 47}})
+    assert default_scrubber.scrub_json(data) is data
+
+
+def test_configured_patterns_redact_serialized_payloads() -> None:
+    from gateway_otel._scrub import Scrubber
+
+    scrubber = Scrubber(patterns=[r"ssn|social"])
+    data = orjson.dumps({"customer": {"SSN": "123-45-6789", "socialNumber": "987", "name": "Ada"}})
+    assert orjson.loads(scrubber.scrub_json(data)) == {
+        "customer": {"SSN": "[REDACTED]", "socialNumber": "[REDACTED]", "name": "Ada"}
+    }

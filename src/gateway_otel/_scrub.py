@@ -42,10 +42,11 @@ _SEPARATORS = re.compile(r"[^a-z0-9]")
 #: Cheap first pass over serialized JSON, lower-cased: when none of these occur, nothing needs
 #: scrubbing. Matched against ``data.lower()`` rather than with ``(?i)``: 4-7x faster (measured).
 #: ``token`` is not suspect inside a key that says ``tokens`` and holds a number (``"tokens":47``):
-#: a count, which AI services return with most answers.
+#: a count, which AI services return with most answers. The words are grouped by their first
+#: letter, so that at each position one branch is tried, not fourteen (measured: a quarter faster).
 _SUSPECT = re.compile(
-    rb'auth|token(?!s[^"\\]*":-?[0-9])|passw|pwd|secret|api.?key|cookie|session|credential|private.?key'
-    rb'|access.?key|signature|bearer|"(?:jwt|otp)"'
+    rb'a(?:uth|pi.?key|ccess.?key)|token(?!s[^"\\]*":-?[0-9])|p(?:assw|wd|rivate.?key)'
+    rb'|s(?:ecret|ession|ignature)|c(?:ookie|redential)|bearer|"(?:jwt|otp)"'
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}")
 #: ``name=value`` in URL queries and free text, ``name: value`` in free text.
@@ -127,9 +128,16 @@ class Scrubber:
             return self.scrub_text(value)
         return value
 
+    def _suspect_by_pattern(self, data: bytes) -> bool:
+        """Whether one of the configured extra patterns occurs anywhere in ``data``."""
+        if not self._patterns:
+            return False
+        text = data.decode("utf-8", errors="replace")
+        return any(pattern.search(text) for pattern in self._patterns)
+
     def scrub_json(self, data: bytes) -> bytes:
         """Serialized JSON with every secret redacted; returns ``data`` itself when nothing is suspect."""
-        if _SUSPECT.search(data.lower()) is None:
+        if _SUSPECT.search(data.lower()) is None and not self._suspect_by_pattern(data):
             return data
         return orjson.dumps(self.scrub(orjson.loads(data)))
 
