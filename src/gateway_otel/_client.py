@@ -161,8 +161,12 @@ class GatewayClient:
         prepared = self._prepare(authorization)
         if prepared is None:
             return ANONYMOUS
-        hit, caller = self._cached(prepared[1])
-        return self._result(caller) if hit else None
+        # Read without the lock (one dict look-up is atomic): an entry that expired is left to
+        # ``avalidate_token``, which removes it under the lock and asks the gateway again.
+        entry = self._cache.get(prepared[1])
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return self._result(entry[1])
 
     async def avalidate_token(self, token: str | None) -> str:
         """The caller id of ``token``; raises ``AuthorizationException`` when the gateway rejects it."""

@@ -130,14 +130,12 @@ class Scrubber:
 
     def _suspect_by_pattern(self, data: bytes) -> bool:
         """Whether one of the configured extra patterns occurs anywhere in ``data``."""
-        if not self._patterns:
-            return False
         text = data.decode("utf-8", errors="replace")
         return any(pattern.search(text) for pattern in self._patterns)
 
     def scrub_json(self, data: bytes) -> bytes:
         """Serialized JSON with every secret redacted; returns ``data`` itself when nothing is suspect."""
-        if _SUSPECT.search(data.lower()) is None and not self._suspect_by_pattern(data):
+        if _SUSPECT.search(data.lower()) is None and not (self._patterns and self._suspect_by_pattern(data)):
             return data
         return orjson.dumps(self.scrub(orjson.loads(data)))
 

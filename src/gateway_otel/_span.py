@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
@@ -123,31 +123,29 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     # -- for the gateway's records ------------------------------------------------------------
 
-    def is_operation(self) -> bool:
-        return attrs.OP_TYPE in self._attributes
-
-    def record_data(self, service: str) -> tuple[int, int, int | None, int, int | None, dict[str, Any], bool, str]:
+    def record_data(self) -> tuple[int, int, int | None, int, int | None, dict[str, Any], bool, str]:
         """What the exporter's ``span_data`` takes of a span, read from the fields (measured: the
         ``ReadableSpan`` properties it reads cost twice as much). A span that has ended takes no
         more changes: its attributes are handed over as they are, a running one's are copied."""
-        context = cast(SpanContext, self._context)
+        # A SpanContext is a tuple (trace id, span id, ...): read by index, not through properties.
+        context: SpanContext = self._context  # type: ignore[assignment]
         parent = self._parent
         ended = self._end_time
         return (
-            context.trace_id,
-            context.span_id,
-            parent.span_id if parent is not None else None,
+            context[0],
+            context[1],
+            parent[1] if parent is not None else None,
             self._start_time or 0,
             ended,
             self._attributes if ended is not None else self._attributes.copy(),
             ended is not None and self._status.status_code is StatusCode.ERROR,
-            service,
+            self._origin.service,
         )
 
     # -- Span --------------------------------------------------------------------------------
 
     def get_span_context(self) -> SpanContext:
-        return cast(SpanContext, self._context)
+        return self._context  # type: ignore[return-value]
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -163,7 +161,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         if type(key) is not str or not key or not (kind is str or kind is bool or kind is int or kind is float):
             self.set_attributes({key: value})  # sequences, bad keys and bad values: the SDK's cleaning
             return
-        if self._ended("Setting attribute"):
+        if self._end_time is not None and self._ended("Setting attribute"):
             return
         limits = self._origin.limits
         if kind is str and limits.max_span_attribute_length is not None:
@@ -224,7 +222,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         items.append(item)
 
     def update_name(self, name: str) -> None:
-        if not self._ended("Updating the name"):
+        if self._end_time is None or not self._ended("Updating the name"):
             self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
@@ -263,7 +261,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     def end(self, end_time: int | None = None) -> None:
         with _ENDING:  # two threads ending one span: the processors see it end once
-            if self._ended("Calling end()"):
+            if self._end_time is not None and self._ended("Calling end()"):
                 return
             self._end_time = end_time if end_time is not None else _time_ns()
         # The span itself is the processors' ReadableSpan: it takes no more changes once ended.
@@ -305,6 +303,7 @@ class _Origin:
         "operations",
         "resource",
         "scope",
+        "service",
         "tracer",
     )
 
@@ -318,6 +317,7 @@ class _Origin:
         self.default_sampler = None if billing_safe is None else tracer.sampler
         self.billing_safe = bool(billing_safe)
         self.resource = tracer.resource
+        self.service = str(self.resource.attributes.get("service.name", "unknown_service"))
         self.scope = getattr(tracer, "_instrumentation_scope", None)
         self.info = getattr(tracer, "instrumentation_info", None)  # deprecated in the SDK
         limits = getattr(tracer, "_span_limits", None)  # the provider's (not public on the tracer)
@@ -363,14 +363,19 @@ class LeanTracer:
         kind: SpanKind = SpanKind.INTERNAL,
         start_time: int | None = None,
     ) -> trace_api.Span:
-        """Start a span under ``context``; ``attributes`` must hold clean values only."""
+        """Start a span under ``context``. ``attributes`` must hold clean values only, and becomes
+        the span's own (its callers build it for the span): it must not be changed afterwards."""
         origin = self._origin
         if origin is None:
             return self.tracer.start_span(name, context, kind=kind, attributes=attributes, start_time=start_time)
         tracer = origin.tracer
         enabled = getattr(tracer, "_is_enabled", None)  # SDK 1.35+: a tracer configurator may disable it
         found = context.get(_SPAN_KEY)  # trace.get_current_span(context), with one look-up
-        current = (found if isinstance(found, trace_api.Span) else trace_api.INVALID_SPAN).get_span_context()
+        current: SpanContext
+        if type(found) is LeanSpan:  # the parent is most often one of ours: no ABC check
+            current = found._context  # type: ignore[assignment]
+        else:
+            current = (found if isinstance(found, trace_api.Span) else trace_api.INVALID_SPAN).get_span_context()
         if enabled is not None and not enabled():
             return trace_api.NonRecordingSpan(current)
         ids = tracer.id_generator
@@ -391,19 +396,19 @@ class LeanTracer:
             else:
                 decision = _DROP
             trace_state = parent.trace_state if parent is not None else None
-            sampled: Mapping[str, Any] = attributes
+            own = attributes
         else:
             result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
             decision, trace_state, sampled = result.decision, result.trace_state, result.attributes
+            # The sampler's attributes become the span's (the SDK's samplers return the ones given,
+            # behind a read-only proxy whose copy() is the dict's own, in C).
+            own = sampled.copy() if isinstance(sampled, (dict, MappingProxyType)) else dict(sampled)
         flags = _FLAGS[decision is _RECORD_AND_SAMPLE, bool(random_id)]
         span_context = SpanContext(
             trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
         )
         if decision is _DROP:
             return trace_api.NonRecordingSpan(span_context)
-        # The sampler's attributes become the span's (the SDK's samplers return the ones given,
-        # behind a read-only proxy whose copy() is the dict's own, in C).
-        own = sampled.copy() if isinstance(sampled, (dict, MappingProxyType)) else dict(sampled)
         span = LeanSpan(
             name, span_context, parent, kind, own, start_time if start_time is not None else _time_ns(), origin
         )
