@@ -65,6 +65,10 @@ class _Signature:
         return bound
 
 
+#: What ``_Operation.start`` gives: the span, the context with the span, wall and monotonic start ns.
+_Started = tuple[Span, otel_context.Context, int, int]
+
+
 class _Operation:
     """What one decorated function needs on each call."""
 
@@ -88,37 +92,42 @@ class _Operation:
         if self.extra_json:
             self.static[attrs.EXTRA] = self.extra_json
 
-    def start(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Span, otel_context.Context, int, int]:
-        """Start the span of a call: (span, context with the span, wall start ns, monotonic start ns)."""
-        pipeline = current()
-        ctx = otel_context.get_current()
-        bag = identity(ctx)
-        attributes = dict(self.static)
-        request_id = bag.get(attrs.REQUEST_ID)
-        if request_id is not None:
-            attributes[attrs.REQUEST_ID] = request_id
-        caller_id = bag.get(attrs.CALLER_ID)
-        if caller_id is not None:
-            attributes[attrs.CALLER_ID] = caller_id
-        request_url = bag.get(attrs.REQUEST_URL)
-        if request_url is not None:
-            attributes[attrs.REQUEST_URL] = request_url
-        capture = self.capture_request
-        if capture:
-            if args or kwargs:
-                request = self.signature.bind(args, kwargs)
-                if capture is not True:
-                    request = capture(request)
-                cap = pipeline.settings.max_payload_bytes
-                attributes[attrs.REQUEST] = to_json(request, cap, pipeline.scrubber)
-            else:
-                attributes[attrs.REQUEST] = _EMPTY_REQUEST
-        start_ns = _time_ns()
-        mono_ns = _perf_ns()
-        span = pipeline.spans.start_span(self.name, ctx, attributes, start_time=start_ns)
-        if request_id is None:
-            span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
-        return span, with_span(ctx, span), start_ns, mono_ns
+    def start(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _Started | None:
+        """Start the span of a call; ``None`` when the adapter failed (logged once): the call then
+        runs without a span."""
+        try:
+            pipeline = current()
+            ctx = otel_context.get_current()
+            bag = identity(ctx)
+            attributes = dict(self.static)
+            request_id = bag.get(attrs.REQUEST_ID)
+            if request_id is not None:
+                attributes[attrs.REQUEST_ID] = request_id
+            caller_id = bag.get(attrs.CALLER_ID)
+            if caller_id is not None:
+                attributes[attrs.CALLER_ID] = caller_id
+            request_url = bag.get(attrs.REQUEST_URL)
+            if request_url is not None:
+                attributes[attrs.REQUEST_URL] = request_url
+            capture = self.capture_request
+            if capture:
+                if args or kwargs:
+                    request = self.signature.bind(args, kwargs)
+                    if capture is not True:
+                        request = capture(request)
+                    cap = pipeline.settings.max_payload_bytes
+                    attributes[attrs.REQUEST] = to_json(request, cap, pipeline.scrubber)
+                else:
+                    attributes[attrs.REQUEST] = _EMPTY_REQUEST
+            start_ns = _time_ns()
+            mono_ns = _perf_ns()
+            span = pipeline.spans.start_span(self.name, ctx, attributes, start_time=start_ns)
+            if request_id is None:
+                span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
+            return span, with_span(ctx, span), start_ns, mono_ns
+        except Exception as exc:
+            log_once("decorator-start", "gateway-otel: could not start an operation span: %r", exc)
+            return None
 
     def succeed(self, span: Span, start_ns: int, mono_ns: int, result: Any) -> None:
         """End the span of a call that returned ``result``."""
@@ -151,18 +160,10 @@ class _Operation:
             span.end(start_ns + _perf_ns() - mono_ns)
 
 
-def _started(op: _Operation, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    try:
-        return op.start(args, kwargs)
-    except Exception as exc:
-        log_once("decorator-start", "gateway-otel: could not start an operation span: %r", exc)
-        return None
-
-
 def _wrap_sync(fn: Callable[..., Any], op: _Operation) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = _started(op, args, kwargs)
+        started = op.start(args, kwargs)
         if started is None:
             return fn(*args, **kwargs)
         span, ctx, start_ns, mono_ns = started
@@ -183,7 +184,7 @@ def _wrap_sync(fn: Callable[..., Any], op: _Operation) -> Callable[..., Any]:
 def _wrap_async(fn: Callable[..., Awaitable[Any]], op: _Operation) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = _started(op, args, kwargs)
+        started = op.start(args, kwargs)
         if started is None:
             return await fn(*args, **kwargs)
         span, ctx, start_ns, mono_ns = started
@@ -229,7 +230,7 @@ class _Stream:
 def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], op: _Operation) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        started = _started(op, args, kwargs)
+        started = op.start(args, kwargs)
         if started is None:
             return (yield from fn(*args, **kwargs))
         span, ctx, start_ns, mono_ns = started
@@ -271,7 +272,7 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], op: _Operation)
 def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], op: _Operation) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        started = _started(op, args, kwargs)
+        started = op.start(args, kwargs)
         if started is None:
             async for item in fn(*args, **kwargs):
                 yield item

@@ -5,7 +5,7 @@ from __future__ import annotations
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ._exporter import GatewaySpanExporter, in_record, is_operation, out_record, span_data
+from ._exporter import GatewaySpanExporter, in_record, operation_data, out_record
 
 
 class OperationSpanProcessor(SpanProcessor):
@@ -25,12 +25,14 @@ class OperationSpanProcessor(SpanProcessor):
         self._submit = exporter.delivery().submit
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if is_operation(span):  # before copying the attributes: most spans are not operations
-            self._submit(in_record, span_data(span))
+        data = operation_data(span)
+        if data is not None:
+            self._submit(in_record, data)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if is_operation(span):
-            self._submit(out_record, span_data(span))
+        data = operation_data(span)
+        if data is not None:
+            self._submit(out_record, data)
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
