@@ -6,8 +6,8 @@ thread then took 17% of the process's CPU beside the request path, and under ``w
 served 0.50-0.55x the bare app's requests per second. With ``relay`` on, the app only hands the
 records' span data over, one line per hand-over, and a process of its own builds and sends the
 records on another core, with an ordinary ``Delivery`` (the same retries, spool and exit drain).
-On an event loop's thread the loop hands over itself (``Delivery._hand_over_soon``): 0.72-0.74x
-in paired runs, p99 1.8-1.9x the bare app's.
+On an event loop's thread the loop hands over itself (``Delivery._hand_over_soon``): 0.74-0.77x
+in paired runs, p99 1.8-2.0x the bare app's.
 
 The wire is newline-delimited JSON. App to relay: a list of records, or ``[flush id, timeout]``.
 Relay to app: ``"ready"`` once, then ``[flush id, flushed]`` per flush request.
