@@ -95,9 +95,7 @@ def out_record(data: SpanData) -> dict[str, Any]:
 
 def operation_data(span: ReadableSpan) -> SpanData | None:
     """``span_data(span)`` when ``span`` is an operation, else ``None`` (checked before its attributes
-    are copied: most spans are not operations), in one call for the processor."""
-    if type(span) is LeanSpan:
-        return span.record_data() if attrs.OP_TYPE in span._attributes else None
+    are copied: most spans are not operations)."""
     return span_data(span) if is_operation(span) else None
 
 
@@ -148,8 +146,8 @@ class GatewaySpanExporter(SpanExporter):
         try:
             delivery = self.delivery()
             for span in spans:
-                if is_operation(span):
-                    data = span_data(span)
+                data = operation_data(span)
+                if data is not None:
                     if self._in_records:
                         delivery.submit(in_record, data)
                     delivery.submit(out_record, data)
