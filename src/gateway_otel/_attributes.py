@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 OP_TYPE: Final = "gateway.op_type"
@@ -16,3 +17,8 @@ EXTRA: Final = "gateway.extra"
 
 #: Baggage keys that carry the request's identity across services.
 BAGGAGE_KEYS: Final = (REQUEST_ID, CALLER_ID, REQUEST_URL)
+
+
+def service_name(resource_attributes: Mapping[str, object] | None) -> str:
+    """The ``service.name`` of a resource's attributes (the SDK's ``unknown_service`` without one)."""
+    return str((resource_attributes or {}).get("service.name", "unknown_service"))

@@ -64,8 +64,7 @@ def _service(resource: Resource | None) -> str:
     global _last_service  # a one-entry cache
     last, name = _last_service
     if resource is not last:
-        attributes = resource.attributes if resource is not None else {}
-        name = str(attributes.get("service.name", "unknown_service"))
+        name = attrs.service_name(resource.attributes if resource is not None else None)
         _last_service = (resource, name)
     return name
 

@@ -13,6 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from ._attributes import service_name
 from ._delivery import Delivery
 from ._exporter import GatewaySpanExporter, _instances
 from ._processor import OperationSpanProcessor
@@ -91,7 +92,7 @@ def configure(**options: Any) -> Pipeline:
             processor=processor,
             delivery=delivery,
             scrubber=Scrubber(settings.redact_patterns, settings.redact_allow),
-            service=str(resource.get("service.name", "unknown_service")),
+            service=service_name(resource),
         )
     _warn_without_host(settings)
     delivery.resume()

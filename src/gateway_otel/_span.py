@@ -161,7 +161,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         if type(key) is not str or not key or not (kind is str or kind is bool or kind is int or kind is float):
             self.set_attributes({key: value})  # sequences, bad keys and bad values: the SDK's cleaning
             return
-        if self._end_time is not None and self._ended("Setting attribute"):
+        if self._ended("Setting attribute"):
             return
         limits = self._origin.limits
         if kind is str and limits.max_span_attribute_length is not None:
@@ -222,7 +222,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         items.append(item)
 
     def update_name(self, name: str) -> None:
-        if self._end_time is None or not self._ended("Updating the name"):
+        if not self._ended("Updating the name"):
             self._name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
@@ -261,7 +261,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     def end(self, end_time: int | None = None) -> None:
         with _ENDING:  # two threads ending one span: the processors see it end once
-            if self._end_time is not None and self._ended("Calling end()"):
+            if self._ended("Calling end()"):
                 return
             self._end_time = end_time if end_time is not None else _time_ns()
         # The span itself is the processors' ReadableSpan: it takes no more changes once ended.
@@ -317,7 +317,7 @@ class _Origin:
         self.default_sampler = None if billing_safe is None else tracer.sampler
         self.billing_safe = bool(billing_safe)
         self.resource = tracer.resource
-        self.service = str(self.resource.attributes.get("service.name", "unknown_service"))
+        self.service = attrs.service_name(self.resource.attributes)
         self.scope = getattr(tracer, "_instrumentation_scope", None)
         self.info = getattr(tracer, "instrumentation_info", None)  # deprecated in the SDK
         limits = getattr(tracer, "_span_limits", None)  # the provider's (not public on the tracer)
