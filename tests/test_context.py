@@ -49,6 +49,23 @@ def test_identity_is_set_as_three_baggage_calls_would_set_it() -> None:
     assert dict(baggage.get_all(base)) == {"gateway.caller_id": "upstream", "tenant": "t1"}  # base untouched
 
 
+def test_the_direct_context_calls_are_the_otel_apis_own(caplog: Any) -> None:
+    from gateway_otel import _context
+
+    assert _context._CURRENT is not None  # the SDK's default runtime context: its ContextVar is used
+    key = context.create_key("direct")
+    ours = context.set_value(key, "ours")
+    token = _context.attach(ours)
+    assert context.get_current() is ours is _context.get_current()
+    api_token = context.attach(context.set_value(key, "api's"))
+    assert _context.get_current().get(key) == "api's"
+    context.detach(api_token)
+    _context.detach(token)
+    assert context.get_value(key) is None
+    _context.detach(token)  # used twice: logged as context.detach logs it, never raised
+    assert "Failed to detach context" in caplog.text
+
+
 def test_tokens_reset_in_the_order_they_were_set() -> None:
     # The ait_openapi README sets trace, caller, url and resets them in that same order.
     t_token = trace_id_context.set("t")

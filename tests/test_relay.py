@@ -340,3 +340,75 @@ assert gateway_otel.force_flush(20)
     )
     assert words == ["0", "gateway-otel-delivery"]
     assert healthy_gateway.count(rid) == 4
+
+
+def test_an_operation_that_ended_before_the_hand_over_sends_one_row_for_both_its_records(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-both-{uuid.uuid4().hex}"
+    words = _on_a_loop(
+        healthy_gateway,
+        tmp_path,
+        rid,
+        """
+import orjson
+rows = []
+relay = delivery._relay
+write = relay._write
+
+def recorded(data, entries, wait):
+    line = bytes(data)
+    if line.startswith(b"[["):  # records, not a flush request
+        rows.extend(row[0] for row in orjson.loads(line))
+    return write(data, entries, wait)
+
+relay._write = recorded
+
+@operation_log(op_type="slow")
+async def slow():
+    await asyncio.sleep(0.2)  # the loop hands its in record over while it runs
+    return "done"
+
+from opentelemetry import trace
+
+@operation_log(op_type="big")
+async def big():
+    trace.get_current_span().set_attribute("x.big", 2**70)  # JSON cannot hold it: built in the app
+    return 1
+
+async def main():
+    for i in range(50):
+        await abill(i, "p")
+    await asyncio.sleep(0.1)
+    await slow()
+    await asyncio.sleep(0.1)
+    await big()
+    await asyncio.sleep(0.1)
+
+asyncio.run(main())
+assert gateway_otel.force_flush(20)
+print(" ".join(map(str, rows)), flush=True)
+""",
+    )
+    # One row for each short operation's two records; both records built in the app for one whose
+    # span holds what JSON cannot.
+    assert words == ["3"] * 50 + ["0", "1", "2", "2"]
+    records = healthy_gateway.records(rid)
+    assert len(records) == len({record["uuid"] for record in records}) == 106
+    by_type: dict[tuple[str, str], list[dict]] = {}
+    for record in records:
+        by_type.setdefault((record["opType"], record["opLogType"]), []).append(record)
+    for kind in ("in", "out"):
+        assert len(by_type["abill", kind]) == 50
+    outs = {record["request"]["i"]: record for record in by_type["abill", "out"]}
+    for record in by_type["abill", "in"]:  # built from the ended span: the in record all the same
+        out = outs[record["request"]["i"]]
+        assert record["request"] == out["request"] == {"i": record["request"]["i"], "payload": "p"}
+        assert record["operationStatus"] == "success"
+        assert record["durationMillis"] == 0
+        assert "response" not in record
+        for field in ("requestId", "callerId", "requestUrl", "isCostLog", "startTimeMillis", "extraInfo"):
+            assert record[field] == out[field], field
+        assert out["response"] == record["request"]["i"]
+    assert [record.get("response") for record in by_type["slow", "out"]] == ["done"]
+    assert len(by_type["big", "in"]) == len(by_type["big", "out"]) == 1

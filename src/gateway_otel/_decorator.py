@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
-from ._context import identity, with_span
+from ._context import attach, detach, get_current, identity, with_span
 from ._pipeline import current
 from ._selflog import log_once
 from ._serialize import safe_str, to_json
@@ -97,7 +97,7 @@ class _Operation:
         runs without a span."""
         try:
             pipeline = current()
-            ctx = otel_context.get_current()
+            ctx = get_current()
             bag = identity(ctx)
             attributes = dict(self.static)
             request_id = bag.get(attrs.REQUEST_ID)
@@ -167,14 +167,14 @@ def _wrap_sync(fn: Callable[..., Any], op: _Operation) -> Callable[..., Any]:
         if started is None:
             return fn(*args, **kwargs)
         span, ctx, start_ns, mono_ns = started
-        token = otel_context.attach(ctx)
+        token = attach(ctx)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            otel_context.detach(token)
+            detach(token)
             op.fail(span, start_ns, mono_ns, exc)
             raise
-        otel_context.detach(token)
+        detach(token)
         op.succeed(span, start_ns, mono_ns, result)
         return result
 
@@ -188,14 +188,14 @@ def _wrap_async(fn: Callable[..., Awaitable[Any]], op: _Operation) -> Callable[.
         if started is None:
             return await fn(*args, **kwargs)
         span, ctx, start_ns, mono_ns = started
-        token = otel_context.attach(ctx)
+        token = attach(ctx)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            otel_context.detach(token)
+            detach(token)
             op.fail(span, start_ns, mono_ns, exc)
             raise
-        otel_context.detach(token)
+        detach(token)
         op.succeed(span, start_ns, mono_ns, result)
         return result
 
@@ -239,28 +239,28 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], op: _Operation)
         sent: Any = None
         thrown: BaseException | None = None
         while True:
-            token = otel_context.attach(ctx)
+            token = attach(ctx)
             try:
                 item = generator.send(sent) if thrown is None else generator.throw(thrown)
             except StopIteration as stop:
-                otel_context.detach(token)
+                detach(token)
                 op.succeed(span, start_ns, mono_ns, stream.response(False))
                 return stop.value
             except BaseException as exc:
-                otel_context.detach(token)
+                detach(token)
                 op.fail(span, start_ns, mono_ns, exc)
                 raise
-            otel_context.detach(token)
+            detach(token)
             stream.add(item)
             thrown = None
             try:
                 sent = yield item
             except GeneratorExit:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     generator.close()
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                     op.succeed(span, start_ns, mono_ns, stream.response(True))
                 raise
             except BaseException as exc:
@@ -283,28 +283,28 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], op: _Oper
         sent: Any = None
         thrown: BaseException | None = None
         while True:
-            token = otel_context.attach(ctx)
+            token = attach(ctx)
             try:
                 item = await (generator.asend(sent) if thrown is None else generator.athrow(thrown))
             except StopAsyncIteration:
-                otel_context.detach(token)
+                detach(token)
                 op.succeed(span, start_ns, mono_ns, stream.response(False))
                 return
             except BaseException as exc:
-                otel_context.detach(token)
+                detach(token)
                 op.fail(span, start_ns, mono_ns, exc)
                 raise
-            otel_context.detach(token)
+            detach(token)
             stream.add(item)
             thrown = None
             try:
                 sent = yield item
             except GeneratorExit:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     await generator.aclose()
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                     op.succeed(span, start_ns, mono_ns, stream.response(True))
                 raise
             except BaseException as exc:

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _attributes as attrs
 from ._client import GatewayClient, default_client
-from ._context import identity, with_identity, without_identity
+from ._context import attach, detach, get_current, identity, with_identity, without_identity
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import current
 from ._server_span import end_server_span, start_server_span
@@ -222,7 +222,7 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
         error: BaseException | None = None
         try:
             headers = _headers(scope)
-            base = otel_context.get_current()
+            base = get_current()
             if self._server_spans:
                 span, base = start_server_span(current().spans, scope, headers, base)
             caller_id: str | None = None
@@ -250,11 +250,11 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                     message["headers"] = [*message.get("headers", ()), header]
                 await send(message)
 
-            token = otel_context.attach(ctx)
+            token = attach(ctx)
             try:
                 await self.app(scope, receive, send_with_request_id)
             finally:
-                otel_context.detach(token)
+                detach(token)
         except BaseException as exc:
             error = exc
             raise
@@ -284,12 +284,12 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
                 await receive()  # websocket.connect
                 await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid token"})
                 return
-        ctx, _ = self._identity(scope, headers, caller_id, otel_context.get_current())
-        token_ctx = otel_context.attach(ctx)
+        ctx, _ = self._identity(scope, headers, caller_id, get_current())
+        token_ctx = attach(ctx)
         try:
             await self.app(scope, receive, send)
         finally:
-            otel_context.detach(token_ctx)
+            detach(token_ctx)
 
 
 def _query_token(scope: Scope) -> str | None:
