@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -345,3 +347,38 @@ def test_a_lean_spans_record_data_is_what_its_readable_span_properties_give() ->
     ended = span_data(span)
     assert ended == span_data(span, plain_attributes(span))
     assert ended[2] == REMOTE.span_id and ended[3:5] == (1_000, 2_000) and ended[6] is True
+
+
+class Counting(IdGenerator):
+    """Ids 1, 2, 3... (trace ids from 0: the first one is not a valid trace id)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def generate_span_id(self) -> int:
+        self.next += 1
+        return self.next
+
+    def generate_trace_id(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+    def is_trace_id_random(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("ids", [None, Counting])
+def test_lean_span_contexts_are_the_sdks_with_its_own_id_generator_and_another(ids: type[IdGenerator] | None) -> None:
+    contexts: dict[str, list[tuple[Any, ...]]] = {}
+    for label, start in (("sdk", sdk_start), ("lean", lean_start)):
+        provider = TracerProvider(id_generator=ids() if ids else None)
+        tracer = provider.get_tracer("test")
+        random.seed(7)  # the SDK's default generator draws from the random module: the same ids
+        found = []
+        for parent in (Context(), trace.set_span_in_context(NonRecordingSpan(REMOTE))):
+            for _ in range(3):
+                span = start(tracer, "op", parent, {}, SpanKind.INTERNAL)
+                found.append((tuple(span.get_span_context()), span.parent))  # type: ignore[attr-defined]
+        contexts[label] = found
+    assert contexts["lean"] == contexts["sdk"]
+    assert any(not context[-1] for context, _ in contexts["lean"]) is (ids is Counting)  # trace id 0: invalid

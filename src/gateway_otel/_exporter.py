@@ -95,6 +95,8 @@ def out_record(data: SpanData) -> dict[str, Any]:
 def operation_data(span: ReadableSpan) -> SpanData | None:
     """``span_data(span)`` when ``span`` is an operation, else ``None`` (checked before its attributes
     are copied: most spans are not operations)."""
+    if type(span) is LeanSpan:  # the adapter's own spans, twice an operation: one call, not three
+        return span.record_data() if attrs.OP_TYPE in span._attributes else None
     return span_data(span) if is_operation(span) else None
 
 

@@ -113,12 +113,9 @@ def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
         path.discard(id(value))
 
 
-def dumps(value: Any) -> bytes:
-    """JSON bytes of any value; never raises."""
-    try:  # a try statement, not contextlib.suppress: this is the decorator's hot path
-        return orjson.dumps(value, default=_default, option=_OPTIONS)
-    except Exception:  # noqa: S110 - cycles, nesting beyond orjson's limit, a container mutated meanwhile
-        pass
+def _dumps_carefully(value: Any) -> bytes:
+    """JSON bytes of a value orjson does not take as it is (cycles, nesting beyond its limit, a
+    container mutated meanwhile); never raises."""
     try:
         return orjson.dumps(_sanitize(value, 0, set()), default=_default, option=_OPTIONS)
     except Exception as exc:  # pragma: no cover - _sanitize returns only JSON types
@@ -136,7 +133,11 @@ def capped(data: bytes, cap: int) -> bytes:
 
 def to_json(value: Any, cap: int, scrubber: Scrubber | None = None) -> str:
     """The scrubbed, capped JSON text of ``value``, as it goes into a span attribute and a record."""
-    data = (scrubber or default_scrubber).scrub_json(dumps(value))
+    try:  # a try statement, not contextlib.suppress: this is the decorator's hot path
+        data = orjson.dumps(value, default=_default, option=_OPTIONS)
+    except Exception:
+        data = _dumps_carefully(value)
+    data = (scrubber or default_scrubber).scrub_json(data)
     if len(data) > cap:
         data = capped(data, cap)
     return data.decode("utf-8")

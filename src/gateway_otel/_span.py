@@ -21,20 +21,23 @@ from __future__ import annotations
 
 import logging
 import os
+import random as _random
 import threading
 import time
 import traceback
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, SynchronousMultiSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util import types
 
 from . import _attributes as attrs
@@ -57,6 +60,13 @@ _FLAGS = {
     for random_id in (False, True)
 }
 _RECORD_AND_SAMPLE, _RECORD_ONLY, _DROP = Decision.RECORD_AND_SAMPLE, Decision.RECORD_ONLY, Decision.DROP
+#: Where a SpanContext tuple holds its fields (the API's properties read them by these indices).
+_TRACE_ID: Final = 0
+_FLAGS_AT: Final = 3
+_STATE_AT: Final = 4
+_VALID: Final = 5
+_SAMPLED = int(TraceFlags.SAMPLED)
+_MAX_TRACE_ID, _MAX_SPAN_ID = (1 << 128) - 1, (1 << 64) - 1
 _time_ns = time.time_ns
 #: Held while a span checks that it has not ended and marks it ended. Other changes need no lock:
 #: each is one dict or list operation (atomic in CPython), and one racing with ``end()`` is the
@@ -151,6 +161,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         return self._end_time is None
 
     def _ended(self, what: str) -> bool:
+        """Whether the span has ended; ``what`` was then refused, and is logged as the SDK logs it."""
         if self._end_time is None:
             return False
         logger.warning("%s on ended span.", what)
@@ -158,15 +169,19 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         kind = type(value)
-        if type(key) is not str or not key or not (kind is str or kind is bool or kind is int or kind is float):
-            self.set_attributes({key: value})  # sequences, bad keys and bad values: the SDK's cleaning
+        clean = kind is str or kind is bool or kind is int or kind is float
+        if clean and self._end_time is None and type(key) is str and key:
+            # A clean value on a running span: what the adapter sets (three a request), with no call.
+            limits = self._origin.limits
+            if kind is str and limits.max_span_attribute_length is not None:
+                value = value[: limits.max_span_attribute_length]  # type: ignore[index]
+            attributes, limit = self._attributes, limits.max_span_attributes
+            if key not in attributes and (limit is None or len(attributes) < limit):
+                attributes[key] = value
+            else:
+                self._put(key, value, limit)
             return
-        if self._ended("Setting attribute"):
-            return
-        limits = self._origin.limits
-        if kind is str and limits.max_span_attribute_length is not None:
-            value = value[: limits.max_span_attribute_length]  # type: ignore[index]
-        self._put(key, value, limits.max_span_attributes)
+        self.set_attributes({key: value})  # ended (logged), sequences, bad keys and values: the SDK's cleaning
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         if self._ended("Setting attribute"):
@@ -222,8 +237,10 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         items.append(item)
 
     def update_name(self, name: str) -> None:
-        if not self._ended("Updating the name"):
+        if self._end_time is None:
             self._name = name
+        else:
+            self._ended("Updating the name")
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self._ended("Setting status"):
@@ -261,7 +278,8 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     def end(self, end_time: int | None = None) -> None:
         with _ENDING:  # two threads ending one span: the processors see it end once
-            if self._ended("Calling end()"):
+            if self._end_time is not None:
+                self._ended("Calling end()")
                 return
             self._end_time = end_time if end_time is not None else _time_ns()
         # The span itself is the processors' ReadableSpan: it takes no more changes once ended.
@@ -297,6 +315,7 @@ class _Origin:
         "_seen",
         "billing_safe",
         "default_sampler",
+        "enabled",
         "info",
         "limits",
         "on_ending",
@@ -313,6 +332,8 @@ class _Origin:
         self._seen: tuple[SpanProcessor, ...] | None = None
         self._others: tuple[SpanProcessor, ...] = ()
         self.on_ending = hasattr(SynchronousMultiSpanProcessor, "_on_ending")  # SDK 1.35+
+        #: SDK 1.35+: whether the tracer's configurator has it enabled, asked for each span.
+        self.enabled = getattr(tracer, "_is_enabled", None)
         billing_safe = default_sampling(tracer.sampler)
         self.default_sampler = None if billing_safe is None else tracer.sampler
         self.billing_safe = bool(billing_safe)
@@ -369,33 +390,39 @@ class LeanTracer:
         if origin is None:
             return self.tracer.start_span(name, context, kind=kind, attributes=attributes, start_time=start_time)
         tracer = origin.tracer
-        enabled = getattr(tracer, "_is_enabled", None)  # SDK 1.35+: a tracer configurator may disable it
         found = context.get(_SPAN_KEY)  # trace.get_current_span(context), with one look-up
         current: SpanContext
         if type(found) is LeanSpan:  # the parent is most often one of ours: no ABC check
             current = found._context  # type: ignore[assignment]
+        elif found is None:
+            current = trace_api.INVALID_SPAN_CONTEXT
         else:
             current = (found if isinstance(found, trace_api.Span) else trace_api.INVALID_SPAN).get_span_context()
+        enabled = origin.enabled
         if enabled is not None and not enabled():
             return trace_api.NonRecordingSpan(current)
         ids = tracer.id_generator
+        own_ids = type(ids) is RandomIdGenerator  # the SDK's default, drawn here as it draws them
         parent: SpanContext | None = None
-        if current.is_valid:
+        # A SpanContext is a tuple (trace id, span id, is remote, trace flags, trace state, is
+        # valid), which the API's own properties read by index: read here the same way.
+        if current[_VALID]:
             parent = current
-            trace_id = current.trace_id
-            random_id = current.trace_flags & _RANDOM
+            trace_id = current[_TRACE_ID]
+            random_id = current[_FLAGS_AT] & _RANDOM
         else:
-            trace_id = ids.generate_trace_id()
-            random_id = _RANDOM if _RANDOM and ids.is_trace_id_random() else 0
+            trace_id = (own_ids and _random.getrandbits(128)) or ids.generate_trace_id()
+            random_id = _RANDOM if _RANDOM and (own_ids or ids.is_trace_id_random()) else 0
         sampler = tracer.sampler
+        trace_state: TraceState | None
         if sampler is origin.default_sampler:  # ParentBased(ALWAYS_ON), decided here
-            if parent is None or parent.trace_flags.sampled:
+            if parent is None or parent[_FLAGS_AT] & _SAMPLED:
                 decision = _RECORD_AND_SAMPLE
             elif origin.billing_safe and attrs.OP_TYPE in attributes:
                 decision = _RECORD_ONLY
             else:
                 decision = _DROP
-            trace_state = parent.trace_state if parent is not None else None
+            trace_state = parent[_STATE_AT] if parent is not None else DEFAULT_TRACE_STATE
             own = attributes
         else:
             result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
@@ -404,8 +431,18 @@ class LeanTracer:
             # behind a read-only proxy whose copy() is the dict's own, in C).
             own = sampled.copy() if isinstance(sampled, (dict, MappingProxyType)) else dict(sampled)
         flags = _FLAGS[decision is _RECORD_AND_SAMPLE, bool(random_id)]
-        span_context = SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
+        span_id = (own_ids and _random.getrandbits(64)) or ids.generate_span_id()
+        # SpanContext.__new__ as the API writes it, without its call (two spans a request).
+        span_context: SpanContext = tuple.__new__(
+            SpanContext,
+            (
+                trace_id,
+                span_id,
+                False,
+                flags,
+                DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+                0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID,
+            ),
         )
         if decision is _DROP:
             return trace_api.NonRecordingSpan(span_context)

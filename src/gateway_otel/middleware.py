@@ -183,8 +183,8 @@ def _str(value: object) -> str | None:
 
 def _trace_id_or_new(span: trace.Span) -> str:
     span_context = span.get_span_context()
-    if span_context.is_valid:
-        return format(span_context.trace_id, "032x")
+    if span_context[5]:  # is_valid, read by index as the API's property reads it (and trace_id: [0])
+        return format(span_context[0], "032x")
     return uuid.uuid4().hex
 
 
