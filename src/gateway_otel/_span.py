@@ -148,7 +148,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
             self._start_time or 0,
             ended,
             self._attributes if ended is not None else self._attributes.copy(),
-            ended is not None and self._status.status_code is StatusCode.ERROR,
+            ended is not None and self._status is not _UNSET and self._status.status_code is StatusCode.ERROR,
             self._origin.service,
         )
 

@@ -227,8 +227,9 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                 span, base = start_server_span(current().spans, scope, headers, base)
             caller_id: str | None = None
             failure: tuple[int, str] | None = None
-            if not self.excluded(scope["path"]):
-                client = self.client
+            exclude = self._exclude  # self.excluded() and self.client, without their calls
+            if exclude is None or exclude.fullmatch(scope["path"]) is None:
+                client = self._client or self.client
                 authorization = headers.get("authorization")
                 try:
                     caller_id = client._cached_caller(authorization) or await client.avalidate_token(authorization)
