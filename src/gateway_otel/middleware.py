@@ -146,11 +146,11 @@ class _ContextMiddlewareBase:
                 url = _str(upstream.get(attrs.REQUEST_URL))
             else:
                 base = without_identity(base)
-        request_id = (
-            request_id
-            or sane_request_id(headers.get("x-request-id"))
-            or _trace_id_or_new(trace.get_current_span(base) if span is None else span)
-        )
+        if not request_id:
+            given = headers.get("x-request-id")  # most requests have none: no call to check it
+            request_id = (given and sane_request_id(given)) or _trace_id_or_new(
+                trace.get_current_span(base) if span is None else span
+            )
         url = url or current().scrubber.scrub_url(_url(scope, headers))
         ctx = with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url, span=span)
         return ctx, request_id
