@@ -79,8 +79,8 @@ class Relay:
             fcntl.fcntl(self._stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         from ._exporter import in_record, out_record  # the exporter imports delivery: import at use
 
-        self._kinds: dict[Any, int] = {in_record: _IN, out_record: _OUT}
-        self._builders = (in_record, out_record)
+        self._builders = (in_record, out_record)  # by kind: _IN, _OUT
+        self._kinds: dict[Any, int] = {builder: kind for kind, builder in enumerate(self._builders)}
         self._reader = threading.Thread(target=self._read, name="gateway-otel-relay-reader", daemon=True)
         self._reader.start()
 
@@ -180,8 +180,7 @@ class Relay:
             return orjson.dumps(row)
         except TypeError:  # a span's row (one built here already encodes): its records built here
             kind, data = row[0], _data(row)
-        builders = self._builders if kind == _BOTH else (self._builders[kind],)
-        return b",".join(orjson.dumps(self._built(build, builder, data)) for builder in builders)
+        return b",".join(orjson.dumps(self._built(build, builder, data)) for builder in _of_kind(kind, self._builders))
 
     def drain(self, wait: bool) -> bool:
         """Write what an earlier ``send`` left unwritten; ``True`` when nothing is left."""
@@ -313,12 +312,9 @@ def main() -> None:
                     if row[1] is not None:  # None: it could not be built (logged in the app)
                         submit(_built, row[1])
                 else:
-                    kind, data = row[0], _data(row)
-                    if kind == _BOTH:
-                        submit(in_record, data)
-                        submit(out_record, data)
-                    else:
-                        submit(builders[kind], data)
+                    data = _data(row)
+                    for builder in _of_kind(row[0], builders):
+                        submit(builder, data)
     finally:
         delivery.shutdown()
 
@@ -327,6 +323,11 @@ def _row(kind: int, data: tuple[Any, ...]) -> tuple[Any, ...]:
     """A span's row: its kind, its trace id in two halves (JSON integers hold 64 bits), the rest of its data."""
     trace_id = data[0]
     return (kind, trace_id >> 64, trace_id & _LOW_64, *data[1:])
+
+
+def _of_kind(kind: int, builders: tuple[Any, Any]) -> tuple[Any, ...]:
+    """The builders of a span's row of ``kind``: its in or out record's, or both."""
+    return builders if kind == _BOTH else (builders[kind],)
 
 
 def _data(row: list[Any] | tuple[Any, ...]) -> tuple[Any, ...]:

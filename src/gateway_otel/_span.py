@@ -62,6 +62,7 @@ _FLAGS = {
 _RECORD_AND_SAMPLE, _RECORD_ONLY, _DROP = Decision.RECORD_AND_SAMPLE, Decision.RECORD_ONLY, Decision.DROP
 #: Where a SpanContext tuple holds its fields (the API's properties read them by these indices).
 _TRACE_ID: Final = 0
+_SPAN_ID: Final = 1
 _FLAGS_AT: Final = 3
 _STATE_AT: Final = 4
 _VALID: Final = 5
@@ -140,14 +141,13 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         """What the exporter's ``span_data`` takes of a span, read from the fields (measured: the
         ``ReadableSpan`` properties it reads cost twice as much). A span that has ended takes no
         more changes: its attributes are handed over as they are, a running one's are copied."""
-        # A SpanContext is a tuple (trace id, span id, ...): read by index, not through properties.
         context: SpanContext = self._context  # type: ignore[assignment]
         parent = self._parent
         ended = self._end_time
         return (
-            context[0],
-            context[1],
-            parent[1] if parent is not None else None,
+            context[_TRACE_ID],
+            context[_SPAN_ID],
+            parent[_SPAN_ID] if parent is not None else None,
             self._start_time or 0,
             ended,
             self._attributes if ended is not None else self._attributes.copy(),
@@ -164,10 +164,10 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         return self._end_time is None
 
     def _ended(self, what: str) -> bool:
-        """Whether the span has ended; ``what`` was then refused, and is logged as the SDK logs it."""
+        """Whether the span has ended; ``what`` is then refused (logged)."""
         if self._end_time is None:
             return False
-        logger.warning("%s on ended span.", what)
+        _refused(what)
         return True
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
@@ -255,7 +255,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         if self._end_time is None:
             self._name = name
         else:
-            self._ended("Updating the name")
+            _refused("Updating the name")
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self._ended("Setting status"):
@@ -294,7 +294,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     def end(self, end_time: int | None = None) -> None:
         with _ENDING:  # two threads ending one span: the processors see it end once
             if self._end_time is not None:
-                self._ended("Calling end()")
+                _refused("Calling end()")
                 return
             self._end_time = end_time if end_time is not None else _time_ns()
         # The span itself is the processors' ReadableSpan: it takes no more changes once ended.
@@ -319,6 +319,11 @@ class LeanSpan(trace_api.Span, ReadableSpan):
             self.record_exception(exc_val, escaped=True)
             self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
         super().__exit__(exc_type, exc_val, exc_tb)
+
+
+def _refused(what: str) -> None:
+    """Log a change refused because the span has ended, as the SDK's spans log it."""
+    logger.warning("%s on ended span.", what)
 
 
 class _Origin:

@@ -27,6 +27,7 @@ from ._context import attach, detach, get_current, identity, with_identity, with
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import current
 from ._server_span import end_server_span, start_server_span
+from ._span import _TRACE_ID, _VALID
 from .logging import request_started
 
 __all__ = ["HttpContextMiddleware", "WebSocketHttpContextMiddleware", "sane_request_id"]
@@ -183,8 +184,8 @@ def _str(value: object) -> str | None:
 
 def _trace_id_or_new(span: trace.Span) -> str:
     span_context = span.get_span_context()
-    if span_context[5]:  # is_valid, read by index as the API's property reads it (and trace_id: [0])
-        return format(span_context[0], "032x")
+    if span_context[_VALID]:  # read by index, as the API's own properties read a SpanContext
+        return format(span_context[_TRACE_ID], "032x")
     return uuid.uuid4().hex
 
 
