@@ -61,6 +61,15 @@ def test_demo_shows_at_least_five_request_trees(demo: tuple[Path, str]) -> None:
         assert expected in output, expected
 
 
+def test_demo_worker_reports_from_a_process_of_its_own_under_the_edges_request(demo: tuple[Path, str]) -> None:
+    _, output = demo
+    trees = [_tree(output, request_id) for request_id in request_ids(output)]
+    tree = next(tree for tree in trees if len(tree) > 1 and "call_worker" in tree[1])
+    assert "caller bob" in tree[0]
+    assert re.search(r"call_worker\s+demo-edge", tree[1]), tree
+    assert re.search(r"embed\s+demo-worker\s+success.*billed", tree[2]), tree
+
+
 def test_demo_billing_matches_the_gateway_database(demo: tuple[Path, str]) -> None:
     keep, output = demo
     printed = {

@@ -1,17 +1,21 @@
 """``gateway-otel demo``: the whole path on one machine, with no set-up.
 
 A reference gateway (temporary SQLite, demo callers), an edge FastAPI service instrumented with
-``instrument_app``, and a worker service it calls over httpx (trace context and identity travel
-as W3C headers); sample calls with a good token, a bad token, a failing operation, billed ones,
-a streamed response and a call through the worker; then every request's records as a tree,
-billing per caller as the gateway's database holds it, and where to look further.
+``instrument_app``, and a worker service in a process of its own (``demo-worker``) that the edge
+calls over httpx (trace context and identity travel as W3C headers); sample calls with a good
+token, a bad token, a failing operation, billed ones, a streamed response and a call through the
+worker; then every request's records as a tree, billing per caller as the gateway's database
+holds it, and where to look further.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +26,12 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from rich.console import Console
 
 from . import configure, force_flush, instrument_app, operation_log
-from ._servers import free_port, serve_in_thread
+from ._servers import free_port, serve_in_thread, wait_for_port
 from .cli import billing_table, fetch_records, record_tree
 
 WORKER_URL_ENV = "GATEWAY_OTEL_DEMO_WORKER"
+#: Seconds the worker has to deliver its records and exit once asked to.
+WORKER_EXIT_TIMEOUT = 20.0
 
 
 @operation_log
@@ -121,6 +127,30 @@ SAMPLES: list[tuple[str, str, str, dict[str, Any] | None, str | None]] = [
 ]
 
 
+@contextmanager
+def worker_process(gateway_url: str, workdir: Path) -> Iterator[str]:
+    """The worker service in a process of its own, reporting to the gateway as ``demo-worker``;
+    yields its URL. On the way out it is stopped with SIGTERM, which delivers its records."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "demo-worker",
+        "OPENAPI_HOST": gateway_url,
+        "GATEWAY_OTEL_SPOOL_DIR": str(workdir / "worker-spool"),
+    }
+    process = subprocess.Popen([sys.executable, "-m", __name__, str(port)], env=env)  # noqa: S603 - our own module
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(WORKER_EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 def run(console: Console, workdir: Path) -> int:
     """Run the demo in ``workdir``; returns the number of request trees shown."""
     from .gateway._server import build
@@ -128,24 +158,30 @@ def run(console: Console, workdir: Path) -> int:
     store, gateway_app = build(workdir / "gateway.sqlite3", demo=True)
     os.environ.setdefault("OTEL_SERVICE_NAME", "demo-edge")
     with serve_in_thread(gateway_app, free_port()) as gateway_url:
-        console.print(f"[bold]reference gateway[/] {gateway_url}  (tokens demo-alice -> alice, demo-bob -> bob)")
+        console.print(
+            f"[bold]reference gateway[/] {gateway_url}  (tokens demo-alice -> alice, demo-bob -> bob)", soft_wrap=True
+        )
         configure(openapi_host=gateway_url, spool_dir=str(workdir / "spool"))
         HTTPXClientInstrumentor().instrument()
-        with serve_in_thread(worker_app(), free_port()) as worker_url, serve_in_thread(edge_app(), free_port()) as edge:
+        with worker_process(gateway_url, workdir) as worker_url, serve_in_thread(edge_app(), free_port()) as edge:
             os.environ[WORKER_URL_ENV] = worker_url
-            console.print(f"[bold]edge service[/] {edge}   [bold]worker service[/] {worker_url}")
+            console.print(
+                f"[bold]edge service[/] {edge}   [bold]worker service[/] {worker_url} (its own process)", soft_wrap=True
+            )
             request_ids: list[tuple[str, str]] = []
             with console.status("sample calls") as status, httpx.Client(base_url=edge, timeout=20) as client:
                 for what, method, path, body, token in SAMPLES:
                     status.update(f"sample call: {what}")
                     response = client.request(method, path, json=body, headers={"Authorization": token or ""})
                     console.print(
-                        f"  {what:34s} -> HTTP {response.status_code}  X-Request-ID {response.headers['x-request-id']}"
+                        f"  {what:34s} -> HTTP {response.status_code}  X-Request-ID {response.headers['x-request-id']}",
+                        soft_wrap=True,
                     )
                     if response.status_code == 200:
                         request_ids.append((what, response.headers["x-request-id"]))
                 status.update("waiting for delivery")
                 force_flush(20)
+            # Leaving the block stops the worker, which delivers its records as it exits.
         HTTPXClientInstrumentor().uninstrument()
         console.print()
         for what, request_id in request_ids:
@@ -164,3 +200,9 @@ def run(console: Console, workdir: Path) -> int:
         )
     store.close()
     return len(request_ids)
+
+
+if __name__ == "__main__":  # the worker process of ``worker_process``
+    import uvicorn
+
+    uvicorn.run(worker_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
