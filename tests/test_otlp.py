@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -17,7 +16,7 @@ import pytest
 import rotel
 
 from gateway_otel import operation_log, trace_id_context
-from gateway_otel.testing import eventually, free_port, wait_for_port
+from gateway_otel.testing import eventually, free_port, stop_process, wait_for_port
 
 from conftest import Gateway, billing_script, run_script
 
@@ -121,11 +120,7 @@ def collector(healthy_gateway: Gateway, tmp_path: Path) -> Iterator[dict[str, in
             wait_for_port(grpc_port, process=process)
             yield {"http/protobuf": http_port, "grpc": grpc_port}
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process, 10)
 
 
 @pytest.mark.infra

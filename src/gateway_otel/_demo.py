@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from rich.console import Console
 
 from . import configure, force_flush, instrument_app, operation_log
-from ._servers import free_port, serve_in_thread, wait_for_port
+from ._servers import free_port, serve_in_thread, stop_process, wait_for_port
 from .cli import billing_table, fetch_records, record_tree
 
 WORKER_URL_ENV = "GATEWAY_OTEL_DEMO_WORKER"
@@ -143,12 +143,7 @@ def worker_process(gateway_url: str, workdir: Path) -> Iterator[str]:
         wait_for_port(port, process=process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(WORKER_EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, WORKER_EXIT_TIMEOUT)
 
 
 def run(console: Console, workdir: Path) -> int:

@@ -12,9 +12,10 @@ in paired runs, p99 1.8-2.0x the bare app's.
 The wire is newline-delimited JSON. App to relay: a list of records, or ``[flush id, timeout]``.
 Relay to app: ``"ready"`` once, then ``[flush id, flushed]`` per flush request.
 A record is ``[0 (in) or 1 (out), trace id's high 64 bits, its low 64 bits, span id, parent span
-id, start ns, end ns, attributes, failed, service]``, or ``[2, body]`` for a record built in the app. An operation that
-ended before its ``in`` record was handed over sends one row for both, ``[3, ...]`` with its ``out``
-data: the relay builds both records from the ended span, as the gateway's OTLP receiver does.
+id, start ns, end ns, attributes, failed, service]``, or ``[2, body]`` for a record built in the
+app. An operation that ended before its ``in`` record was handed over sends one row for both,
+``[3, ...]`` with its ``out`` data: the relay builds both records from the ended span, as the
+gateway's OTLP receiver does.
 
 What the relay has read and not yet delivered or spooled lives in its memory, as a record does in
 the app's without a relay: the relay spools it after ``SPILL_AFTER`` seconds, and at the end of its

@@ -48,6 +48,16 @@ def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 
         time.sleep(interval)
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then up to ``timeout`` seconds to exit (a drain on exit, say); killed after that."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 class GatewayProcess:
     """A reference gateway running in a subprocess, and a client to look into it."""
 
@@ -66,12 +76,7 @@ class GatewayProcess:
 
     def stop(self) -> None:
         self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, 10)
         self.log.close()
 
     def data(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ._pipeline import Pipeline, current
-from ._servers import GatewayProcess, eventually, free_port, serve_in_thread, wait_for_port
+from ._servers import GatewayProcess, eventually, free_port, serve_in_thread, stop_process, wait_for_port
 
 __all__ = [
     "CapturedRecords",
@@ -29,6 +29,7 @@ __all__ = [
     "eventually",
     "free_port",
     "serve_in_thread",
+    "stop_process",
     "wait_for_port",
 ]
 
