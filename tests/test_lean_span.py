@@ -382,3 +382,19 @@ def test_lean_span_contexts_are_the_sdks_with_its_own_id_generator_and_another(i
         contexts[label] = found
     assert contexts["lean"] == contexts["sdk"]
     assert any(not context[-1] for context, _ in contexts["lean"]) is (ids is Counting)  # trace id 0: invalid
+
+
+@pytest.mark.skipif(not hasattr(TracerProvider, "_set_tracer_configurator"), reason="SDK without tracer configurators")
+def test_a_tracer_disabled_by_the_providers_configurator_starts_no_recording_spans_as_the_sdks() -> None:
+    from opentelemetry.sdk.trace import _disable_tracer_configurator  # type: ignore[attr-defined]
+
+    provider = TracerProvider()
+    seen = Counted()
+    provider.add_span_processor(seen)
+    tracer = provider.get_tracer("test")
+    lean = LeanTracer(tracer, operations=None)
+    assert lean.start_span("before", Context(), {}).is_recording()
+    provider._set_tracer_configurator(tracer_configurator=_disable_tracer_configurator)  # after the tracer was made
+    span, sdk_span = lean.start_span("after", Context(), {}), tracer.start_span("after")
+    assert not span.is_recording() and not sdk_span.is_recording()
+    assert seen.calls == [("start", "before")]

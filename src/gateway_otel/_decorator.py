@@ -21,7 +21,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
 from ._context import attach, detach, get_current, identity, with_span
-from ._pipeline import current
+from ._pipeline import Pipeline, current
 from ._selflog import log_once
 from ._serialize import safe_str, to_json
 
@@ -65,8 +65,9 @@ class _Signature:
         return bound
 
 
-#: What ``_Operation.start`` gives: the span, the context with the span, wall and monotonic start ns.
-_Started = tuple[Span, otel_context.Context, int, int]
+#: What ``_Operation.start`` gives: the span, the context with the span, wall and monotonic start
+#: ns, and the pipeline it reports through (its end reads the same one, without looking it up again).
+_Started = tuple[Span, otel_context.Context, int, int, Pipeline]
 
 
 class _Operation:
@@ -124,19 +125,19 @@ class _Operation:
             span = pipeline.spans.start_span(self.name, ctx, attributes, start_time=start_ns)
             if request_id is None:
                 span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
-            return span, with_span(ctx, span), start_ns, mono_ns
+            return span, with_span(ctx, span), start_ns, mono_ns, pipeline
         except Exception as exc:
             log_once("decorator-start", "gateway-otel: could not start an operation span: %r", exc)
             return None
 
-    def succeed(self, span: Span, start_ns: int, mono_ns: int, result: Any) -> None:
+    def succeed(self, started: _Started, result: Any) -> None:
         """End the span of a call that returned ``result``."""
+        span, _, start_ns, mono_ns, pipeline = started
         try:
             capture = self.capture_response
             if capture and result is not None:
                 if capture is not True:
                     result = capture(result)
-                pipeline = current()
                 span.set_attribute(
                     attrs.RESPONSE, to_json(result, pipeline.settings.max_payload_bytes, pipeline.scrubber)
                 )
@@ -145,10 +146,11 @@ class _Operation:
         finally:
             span.end(start_ns + _perf_ns() - mono_ns)
 
-    def fail(self, span: Span, start_ns: int, mono_ns: int, exc: BaseException) -> None:
+    def fail(self, started: _Started, exc: BaseException) -> None:
         """End the span of a call that raised ``exc``."""
+        span, _, start_ns, mono_ns, pipeline = started
         try:
-            scrubber = current().scrubber
+            scrubber = pipeline.scrubber
             message = scrubber.scrub_text(f"{type(exc).__name__}: {safe_str(exc)}")[:MAX_ERROR_CHARS]
             span.set_attribute(attrs.ERROR, message)
             span.set_status(Status(StatusCode.ERROR, message))
@@ -166,16 +168,15 @@ def _wrap_sync(fn: Callable[..., Any], op: _Operation) -> Callable[..., Any]:
         started = op.start(args, kwargs)
         if started is None:
             return fn(*args, **kwargs)
-        span, ctx, start_ns, mono_ns = started
-        token = attach(ctx)
+        token = attach(started[1])
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             detach(token)
-            op.fail(span, start_ns, mono_ns, exc)
+            op.fail(started, exc)
             raise
         detach(token)
-        op.succeed(span, start_ns, mono_ns, result)
+        op.succeed(started, result)
         return result
 
     return wrapper
@@ -187,16 +188,15 @@ def _wrap_async(fn: Callable[..., Awaitable[Any]], op: _Operation) -> Callable[.
         started = op.start(args, kwargs)
         if started is None:
             return await fn(*args, **kwargs)
-        span, ctx, start_ns, mono_ns = started
-        token = attach(ctx)
+        token = attach(started[1])
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             detach(token)
-            op.fail(span, start_ns, mono_ns, exc)
+            op.fail(started, exc)
             raise
         detach(token)
-        op.succeed(span, start_ns, mono_ns, result)
+        op.succeed(started, result)
         return result
 
     return wrapper
@@ -233,7 +233,7 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], op: _Operation)
         started = op.start(args, kwargs)
         if started is None:
             return (yield from fn(*args, **kwargs))
-        span, ctx, start_ns, mono_ns = started
+        ctx = started[1]
         stream = _Stream()
         generator = fn(*args, **kwargs)
         sent: Any = None
@@ -244,11 +244,11 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], op: _Operation)
                 item = generator.send(sent) if thrown is None else generator.throw(thrown)
             except StopIteration as stop:
                 detach(token)
-                op.succeed(span, start_ns, mono_ns, stream.response(False))
+                op.succeed(started, stream.response(False))
                 return stop.value
             except BaseException as exc:
                 detach(token)
-                op.fail(span, start_ns, mono_ns, exc)
+                op.fail(started, exc)
                 raise
             detach(token)
             stream.add(item)
@@ -261,7 +261,7 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], op: _Operation)
                     generator.close()
                 finally:
                     detach(token)
-                    op.succeed(span, start_ns, mono_ns, stream.response(True))
+                    op.succeed(started, stream.response(True))
                 raise
             except BaseException as exc:
                 thrown, sent = exc, None
@@ -277,7 +277,7 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], op: _Oper
             async for item in fn(*args, **kwargs):
                 yield item
             return
-        span, ctx, start_ns, mono_ns = started
+        ctx = started[1]
         stream = _Stream()
         generator = fn(*args, **kwargs)
         sent: Any = None
@@ -288,11 +288,11 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], op: _Oper
                 item = await (generator.asend(sent) if thrown is None else generator.athrow(thrown))
             except StopAsyncIteration:
                 detach(token)
-                op.succeed(span, start_ns, mono_ns, stream.response(False))
+                op.succeed(started, stream.response(False))
                 return
             except BaseException as exc:
                 detach(token)
-                op.fail(span, start_ns, mono_ns, exc)
+                op.fail(started, exc)
                 raise
             detach(token)
             stream.add(item)
@@ -305,7 +305,7 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], op: _Oper
                     await generator.aclose()
                 finally:
                     detach(token)
-                    op.succeed(span, start_ns, mono_ns, stream.response(True))
+                    op.succeed(started, stream.response(True))
                 raise
             except BaseException as exc:
                 thrown, sent = exc, None

@@ -97,6 +97,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         attributes: dict[str, Any],
         start_time: int,
         origin: _Origin,
+        processors: _Processors | None,
     ) -> None:
         # The fields ReadableSpan's properties read, set directly (its __init__ makes a Resource
         # when none is given: ours always has one).
@@ -116,6 +117,8 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._instrumentation_scope = origin.scope
         self._instrumentation_info = origin.info
         self._origin = origin
+        #: The processors it went to at its start, and goes to at its end (``None``: the tracer's).
+        self._processors = processors
         self._dropped: tuple[int, int, int] = _NO_DROPS  # attributes, events, links
 
     def __repr__(self) -> str:
@@ -298,7 +301,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
                 return
             self._end_time = end_time if end_time is not None else _time_ns()
         # The span itself is the processors' ReadableSpan: it takes no more changes once ended.
-        processors = self._origin.processors(self._attributes)
+        processors = self._processors
         if processors is None:
             multi = self._origin.tracer.span_processor
             on_ending = getattr(multi, "_on_ending", None)  # newer SDKs: the hook before on_end
@@ -306,10 +309,9 @@ class LeanSpan(trace_api.Span, ReadableSpan):
                 on_ending(self)
             multi.on_end(self)
             return
-        if self._origin.on_ending:
-            for processor in processors:
-                processor._on_ending(self)  # type: ignore[arg-type]
-        for processor in processors:
+        for processor in processors[1]:
+            processor._on_ending(self)  # type: ignore[arg-type]
+        for processor in processors[0]:
             processor.on_end(self)
 
     def __exit__(
@@ -331,14 +333,14 @@ class _Origin:
     processors they go to."""
 
     __slots__ = (
+        "_all",
         "_others",
         "_seen",
         "billing_safe",
+        "configurable",
         "default_sampler",
-        "enabled",
         "info",
         "limits",
-        "on_ending",
         "operations",
         "resource",
         "scope",
@@ -350,10 +352,11 @@ class _Origin:
         self.tracer = tracer
         self.operations = operations
         self._seen: tuple[SpanProcessor, ...] | None = None
-        self._others: tuple[SpanProcessor, ...] = ()
-        self.on_ending = hasattr(SynchronousMultiSpanProcessor, "_on_ending")  # SDK 1.35+
-        #: SDK 1.35+: whether the tracer's configurator has it enabled, asked for each span.
-        self.enabled = getattr(tracer, "_is_enabled", None)
+        self._all: _Processors = ((), ())
+        self._others: _Processors = ((), ())
+        #: SDK 1.35+: the tracer's configurator may disable it; ``Tracer._is_enabled`` reads
+        #: ``_tracer_config.is_enabled``, read here for each span without the call.
+        self.configurable = hasattr(tracer, "_is_enabled") and hasattr(tracer, "_tracer_config")
         billing_safe = default_sampling(tracer.sampler)
         self.default_sampler = None if billing_safe is None else tracer.sampler
         self.billing_safe = bool(billing_safe)
@@ -364,9 +367,11 @@ class _Origin:
         limits = getattr(tracer, "_span_limits", None)  # the provider's (not public on the tracer)
         self.limits: SpanLimits = limits if isinstance(limits, SpanLimits) else SpanLimits()
 
-    def processors(self, attributes: Mapping[str, Any]) -> tuple[SpanProcessor, ...] | None:
+    def processors(self, attributes: Mapping[str, Any]) -> _Processors | None:
         """The provider's processors that a span with ``attributes`` goes to, in their order, called
-        one by one; ``None``: the tracer's processor is not the SDK's synchronous one, call it.
+        one by one, and those of them with an ``_on_ending`` hook of their own (SDK 1.35+; the
+        others' does nothing); ``None``: the tracer's processor is not the SDK's synchronous one,
+        call it.
 
         ``operations`` (the adapter's own processor) takes operation spans only and ignores every
         other: the others skip it. Measured need: for a request's SERVER span the provider's
@@ -378,9 +383,22 @@ class _Origin:
             return None
         found = multi._span_processors
         if found is not self._seen:
-            self._others = tuple(processor for processor in found if processor is not self.operations)
+            others = tuple(processor for processor in found if processor is not self.operations)
+            self._all, self._others = (found, _ending(found)), (others, _ending(others))
             self._seen = found
-        return found if attrs.OP_TYPE in attributes else self._others
+        return self._all if attrs.OP_TYPE in attributes else self._others
+
+
+#: Processors to call at a span's end, and those of them to call ``_on_ending`` on first.
+_Processors = tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...]]
+_NO_ENDING_HOOK = getattr(SpanProcessor, "_on_ending", None)
+
+
+def _ending(processors: tuple[SpanProcessor, ...]) -> tuple[SpanProcessor, ...]:
+    """The processors whose ``_on_ending`` is their own, not the base class's that does nothing."""
+    if _NO_ENDING_HOOK is None:  # SDKs before 1.35 have no such hook
+        return ()
+    return tuple(p for p in processors if getattr(type(p), "_on_ending", _NO_ENDING_HOOK) is not _NO_ENDING_HOOK)
 
 
 class LeanTracer:
@@ -418,8 +436,7 @@ class LeanTracer:
             current = trace_api.INVALID_SPAN_CONTEXT
         else:
             current = (found if isinstance(found, trace_api.Span) else trace_api.INVALID_SPAN).get_span_context()
-        enabled = origin.enabled
-        if enabled is not None and not enabled():
+        if origin.configurable and not tracer._tracer_config.is_enabled:
             return trace_api.NonRecordingSpan(current)
         ids = tracer.id_generator
         own_ids = type(ids) is RandomIdGenerator  # the SDK's default, drawn here as it draws them
@@ -466,14 +483,21 @@ class LeanTracer:
         )
         if decision is _DROP:
             return trace_api.NonRecordingSpan(span_context)
+        processors = origin.processors(own)
         span = LeanSpan(
-            name, span_context, parent, kind, own, start_time if start_time is not None else _time_ns(), origin
+            name,
+            span_context,
+            parent,
+            kind,
+            own,
+            start_time if start_time is not None else _time_ns(),
+            origin,
+            processors,
         )
         # The processors take it for the SDK's Span: it has the same API and ReadableSpan fields.
-        processors = origin.processors(own)
         if processors is None:
             tracer.span_processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         else:
-            for processor in processors:
+            for processor in processors[0]:
                 processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span

@@ -13,7 +13,7 @@ import gc
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from urllib.parse import parse_qsl
 
 import orjson
@@ -25,7 +25,7 @@ from . import _attributes as attrs
 from ._client import GatewayClient, default_client
 from ._context import attach, detach, get_current, identity, with_identity, without_identity
 from ._errors import AuthorizationException, GatewayUnavailableError
-from ._pipeline import current
+from ._pipeline import Pipeline, current
 from ._server_span import end_server_span, start_server_span
 from ._span import _TRACE_ID, _VALID
 from .logging import request_started
@@ -129,6 +129,7 @@ class _ContextMiddlewareBase:
 
     def _identity(
         self,
+        pipeline: Pipeline,
         scope: Scope,
         headers: dict[str, str],
         caller_id: str | None,
@@ -152,7 +153,7 @@ class _ContextMiddlewareBase:
             request_id = (given and sane_request_id(given)) or _trace_id_or_new(
                 trace.get_current_span(base) if span is None else span
             )
-        url = url or current().scrubber.scrub_url(_url(scope, headers))
+        url = url or pipeline.scrubber.scrub_url(_url(scope, headers))
         ctx = with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url, span=span)
         return ctx, request_id
 
@@ -224,8 +225,9 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
         try:
             headers = _headers(scope)
             base = get_current()
+            pipeline = current()
             if self._server_spans:
-                span, base = start_server_span(current().spans, scope, headers, base)
+                span, base = start_server_span(pipeline.spans, scope, headers, base)
             caller_id: str | None = None
             failure: tuple[int, str] | None = None
             exclude = self._exclude  # self.excluded() and self.client, without their calls
@@ -238,19 +240,21 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                     failure = (401, str(exc))
                 except GatewayUnavailableError:
                     failure = (503, "the gateway cannot check the token now")
-            ctx, request_id = self._identity(scope, headers, caller_id, base, span)
+            ctx, request_id = self._identity(pipeline, scope, headers, caller_id, base, span)
             if failure is not None:
                 status = failure[0]
                 await _json_error(send, failure[0], failure[1], request_id)
                 return
             header = (REQUEST_ID_HEADER, request_id.encode())
 
-            async def send_with_request_id(message: Message) -> None:
+            def send_with_request_id(message: Message) -> Awaitable[None]:
+                # A plain function handing back ``send``'s own awaitable: no coroutine of its own
+                # to make and run for each message (two a request).
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
                     message["headers"] = [*message.get("headers", ()), header]
-                await send(message)
+                return send(message)
 
             token = attach(ctx)
             try:
@@ -286,7 +290,7 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
                 await receive()  # websocket.connect
                 await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid token"})
                 return
-        ctx, _ = self._identity(scope, headers, caller_id, get_current())
+        ctx, _ = self._identity(current(), scope, headers, caller_id, get_current())
         token_ctx = attach(ctx)
         try:
             await self.app(scope, receive, send)
