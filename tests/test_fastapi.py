@@ -227,6 +227,30 @@ def test_concurrent_blocking_look_ups_of_one_token_make_one_gateway_call(healthy
     assert healthy_gateway.stats()["tokenChecks"] - before == 1
 
 
+def test_the_token_cache_holds_hashes_and_answers_as_the_gateway_did(healthy_gateway: Gateway) -> None:
+    from gateway_otel import AuthorizationException
+
+    client = GatewayClient(healthy_gateway.url, failure_ttl=60)
+    try:
+        assert client._cached_caller("Bearer demo-alice") is None  # not looked up yet: the gateway is asked
+        assert client.validate_token("Bearer demo-alice") == "alice"
+        with pytest.raises(AuthorizationException):
+            client.validate_token("Bearer not-a-token")
+        before = healthy_gateway.stats()["tokenChecks"]
+        assert client._cached_caller("bearer  demo-alice ") == "alice"  # the same token, written otherwise
+        with pytest.raises(AuthorizationException, match="invalid token"):
+            client._cached_caller("Bearer not-a-token")  # a rejection is cached too
+        for empty in ("Bearer ", " bearer", ""):
+            with pytest.raises(AuthorizationException, match="missing token"):
+                client._cached_caller(empty)
+        assert healthy_gateway.stats()["tokenChecks"] == before
+        keys = list(client._cache)
+        assert len(keys) == 2 and all(isinstance(key, bytes) and len(key) == 32 for key in keys)
+        assert not any(b"demo-alice" in key or b"not-a-token" in key for key in keys)
+    finally:
+        client.close()
+
+
 def test_each_request_is_a_server_span_joining_the_callers_trace(service: str, captured_records: Any) -> None:
     trace_id = uuid.uuid4().hex
     traceparent = f"00-{trace_id}-{'1' * 16}-01"

@@ -22,17 +22,18 @@ BALANCE_PATH = "/v1/openapi/check/account/balance"
 MAX_CACHED_TOKENS = 10_000
 
 
-def token_key(token: str) -> str:
-    """The cache key of a token: a hash, so the cache never holds a token."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+def token_key(token: str) -> bytes:
+    """The cache key of a token: a hash, so the cache never holds a token. BLAKE2s, from the
+    standard library's own code: the middleware hashes the token of every request, and OpenSSL's
+    SHA-256 took twice as long (most of it in setting up the digest, for a token this short)."""
+    return hashlib.blake2s(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def bare_token(authorization: str | None) -> str:
     """The token of an ``Authorization`` value (a bare token or ``Bearer <token>``)."""
     token = (authorization or "").strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
-    return token
+    scheme, _, credentials = token.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else token
 
 
 class GatewayClient:
@@ -55,10 +56,10 @@ class GatewayClient:
         self._timeout = timeout
         self._token_ttl = token_ttl
         self._failure_ttl = failure_ttl
-        self._cache: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[float, str | None]] = OrderedDict()
         self._lock = threading.Lock()
-        self._async_flights: dict[tuple[int, str], asyncio.Future[str]] = {}
-        self._sync_flights: dict[str, threading.Event] = {}
+        self._async_flights: dict[tuple[int, bytes], asyncio.Future[str]] = {}
+        self._sync_flights: dict[bytes, threading.Event] = {}
         self._async_clients: dict[int, httpx.AsyncClient] = {}
         self._sync_client: httpx.Client | None = None
 
@@ -74,7 +75,7 @@ class GatewayClient:
 
     # -- cache ---------------------------------------------------------------------------------
 
-    def _cached(self, key: str) -> tuple[bool, str | None]:
+    def _cached(self, key: bytes) -> tuple[bool, str | None]:
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
@@ -85,7 +86,7 @@ class GatewayClient:
                 return False, None
             return True, caller
 
-    def _remember(self, key: str, caller: str | None) -> None:
+    def _remember(self, key: bytes, caller: str | None) -> None:
         ttl = self._token_ttl if caller is not None else self._failure_ttl
         with self._lock:
             self._cache[key] = (time.monotonic() + ttl, caller)
@@ -145,7 +146,7 @@ class GatewayClient:
 
     # -- token validation -----------------------------------------------------------------------
 
-    def _prepare(self, authorization: str | None) -> tuple[str, str] | None:
+    def _prepare(self, authorization: str | None) -> tuple[str, bytes] | None:
         """(token, cache key) to look up, or ``None`` without a gateway (every caller is anonymous)."""
         token = bare_token(authorization)
         if self.base_url is None:
@@ -195,7 +196,7 @@ class GatewayClient:
         finally:
             del self._async_flights[flight_key]
 
-    async def _alookup(self, token: str, key: str) -> str:
+    async def _alookup(self, token: str, key: bytes) -> str:
         try:
             caller = str(await self._aget(VALIDATE_PATH, token))
         except AuthorizationException:
@@ -229,7 +230,7 @@ class GatewayClient:
                 del self._sync_flights[key]
             flight.set()
 
-    def _lookup(self, token: str, key: str) -> str:
+    def _lookup(self, token: str, key: bytes) -> str:
         try:
             caller = str(self._get(VALIDATE_PATH, token))
         except AuthorizationException:

@@ -154,6 +154,7 @@ def identity(ctx: context.Context | None = None) -> Mapping[str, object]:
 
 
 _NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
+_REQUEST_ID, _CALLER_ID, _REQUEST_URL = attrs.REQUEST_ID, attrs.CALLER_ID, attrs.REQUEST_URL
 
 
 def with_identity(
@@ -170,12 +171,13 @@ def with_identity(
     What three ``set_baggage`` calls (and ``set_span_in_context``) give, with one copy of the
     baggage and of the Context rather than four: the middleware does this for every request.
     """
-    entries = dict(identity(ctx))
-    for key, value in ((attrs.REQUEST_ID, request_id), (attrs.CALLER_ID, caller_id), (attrs.REQUEST_URL, request_url)):
-        if value is None:
+    found = ctx.get(_BAGGAGE_KEY)
+    entries: dict[str, object] = dict(found) if isinstance(found, dict) else {}
+    for key, value in ((_REQUEST_ID, request_id), (_CALLER_ID, caller_id), (_REQUEST_URL, request_url)):
+        if value is not None:
+            entries[key] = value if type(value) is str else str(value)
+        elif found:  # most requests come without baggage: nothing to remove
             entries.pop(key, None)
-        else:
-            entries[key] = str(value)
     values = dict(ctx)
     values[_BAGGAGE_KEY] = entries
     if span is not None:

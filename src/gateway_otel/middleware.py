@@ -186,7 +186,8 @@ def _str(value: object) -> str | None:
 def _trace_id_or_new(span: trace.Span) -> str:
     span_context = span.get_span_context()
     if span_context[_VALID]:  # read by index, as the API's own properties read a SpanContext
-        return format(span_context[_TRACE_ID], "032x")
+        # Its 32 hex digits, as format(trace_id, "032x") writes them, at half the cost (measured).
+        return span_context[_TRACE_ID].to_bytes(16, "big").hex()
     return uuid.uuid4().hex
 
 
