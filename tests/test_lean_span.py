@@ -332,6 +332,33 @@ def test_the_operations_processor_is_shown_operation_spans_only_and_the_others_e
     ]
 
 
+def test_a_span_no_processor_would_see_records_nothing_and_its_context_is_as_real() -> None:
+    provider = TracerProvider()
+    operations = Counted()
+    provider.add_span_processor(operations)
+    lean = LeanTracer(provider.get_tracer("test"), operations=operations)
+    server = lean.start_span("server", otel_context.Context(), {"http.request.method": "GET"}, kind=SpanKind.SERVER)
+    assert type(server) is NonRecordingSpan and not server.is_recording()
+    context = server.get_span_context()
+    assert context.is_valid and context.trace_flags.sampled and not context.is_remote
+    op = lean.start_span("op", trace.set_span_in_context(server), {"gateway.op_type": "op"})
+    assert isinstance(op, LeanSpan) and op.is_recording()  # the operations processor takes it
+    assert op.context.trace_id == context.trace_id and op.parent == context
+    op.end()
+    assert operations.calls == [("start", "op"), ("ending", "op"), ("end", "op")]
+    # Under a remote parent that was not sampled, it carries the parent's trace and decision.
+    unsampled = SpanContext(0xAB, 0xCD, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    child = lean.start_span("server", trace.set_span_in_context(NonRecordingSpan(unsampled)), {})
+    assert type(child) is NonRecordingSpan and child.get_span_context().trace_id == 0xAB
+    # A processor added later sees the spans started from then on, recorded.
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    recorded = lean.start_span("server", otel_context.Context(), {"http.request.method": "GET"}, kind=SpanKind.SERVER)
+    assert isinstance(recorded, LeanSpan)
+    recorded.end()
+    assert [span.name for span in exporter.get_finished_spans()] == ["server"]
+
+
 def test_a_lean_spans_record_data_is_what_its_readable_span_properties_give() -> None:
     from gateway_otel._exporter import plain_attributes, span_data
 
@@ -372,6 +399,7 @@ def test_lean_span_contexts_are_the_sdks_with_its_own_id_generator_and_another(i
     contexts: dict[str, list[tuple[Any, ...]]] = {}
     for label, start in (("sdk", sdk_start), ("lean", lean_start)):
         provider = TracerProvider(id_generator=ids() if ids else None)
+        provider.add_span_processor(Seen())  # a span no processor would see is not recorded
         tracer = provider.get_tracer("test")
         random.seed(7)  # the SDK's default generator draws from the random module: the same ids
         found = []

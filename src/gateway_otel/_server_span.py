@@ -48,6 +48,8 @@ def start_server_span(
 
 def end_server_span(span: Span, scope: Mapping[str, Any], status: int | None, error: BaseException | None) -> None:
     """Name the span after the matched route, set the response status, end it."""
+    if not span.is_recording():  # no processor would see it (or it was not sampled)
+        return
     route = getattr(scope.get("route"), "path", None)
     if route:
         span.set_attribute("http.route", route)
