@@ -436,11 +436,10 @@ class LeanTracer:
         tracer = origin.tracer
         found = context.get(_SPAN_KEY)  # trace.get_current_span(context), with one look-up
         current: SpanContext
-        kind_found = type(found)
-        if kind_found is LeanSpan:  # the parent is most often one of ours: no ABC check
+        if type(found) is LeanSpan:  # the parent is most often one of ours: no ABC check
             current = found._context  # type: ignore[assignment]
-        elif kind_found is _NonRecordingSpan:  # or one we did not record
-            current = found.get_span_context()  # type: ignore[union-attr]
+        elif type(found) is _NonRecordingSpan:  # or one we did not record
+            current = found.get_span_context()
         elif found is None:
             current = trace_api.INVALID_SPAN_CONTEXT
         else:
