@@ -187,6 +187,10 @@ def part_delivery(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str,
     results: dict[str, Any] = {}
     if shutil.which("wrk"):
         results["wrk /report/log"] = wrk(gateway.url, HERE / "report_log.lua", 2 if quick else 10)
+        with fresh_gateway("delivery-wrk-batch") as (own, _):
+            # Requests of BATCH_RECORDS records each: the batch endpoint's accept rate, in records/s.
+            taken = wrk(own.url, HERE / "report_logs.lua", 2 if quick else 10)
+            results["wrk /report/logs"] = {**taken, "records_per_s": taken["rps"] * BATCH_RECORDS}
     for name, n, extra in (("one per POST", 500 if quick else 5000, {}), ("batch", 2000 if quick else 20000, BATCH)):
         with fresh_gateway(f"delivery-{name}") as (own, tmp):
             env = {"OPENAPI_HOST": own.url, "GATEWAY_OTEL_SPOOL_DIR": f"{tmp}/spool", **extra}
@@ -195,6 +199,8 @@ def part_delivery(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str,
 
 
 BATCH = {"GATEWAY_OTEL_BATCH": "1"}
+#: Records in each request of report_logs.lua (the adapter's default batch size too).
+BATCH_RECORDS = 500
 RELAY = {"GATEWAY_OTEL_RELAY": "1"}
 
 
@@ -381,7 +387,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         table.append(("delivery, one record per POST", figure, ">= 0.8x wrk"))
     batch = de.get("batch", {}).get("records_per_s")
     if batch:
-        table.append(("delivery, batch endpoint", f"{batch:.0f} records/s", ">= 10,000/s"))
+        taken = de.get("wrk /report/logs", {}).get("records_per_s")
+        figure = f"{batch:.0f} records/s" + (f" = {batch / taken:.2f}x wrk ({taken:.0f} records/s)" if taken else "")
+        table.append(("delivery, batch endpoint", figure, ">= 10,000/s"))
     mem = results.get("memory")
     if mem:
         table.append(

@@ -29,4 +29,5 @@ def test_benchmarks_run_in_quick_mode() -> None:
         assert part in results, part
     assert results["end_to_end"]["gateway-otel"]["records_held"] == 2 * results["end_to_end"]["gateway-otel"]["calls"]
     assert "delivery, one record per POST" in done.stdout
+    assert results["delivery"]["wrk /report/logs"]["records_per_s"] > 0  # the batch endpoint's own rate
     assert "FastAPI gateway vs bare" in done.stdout
