@@ -129,9 +129,10 @@ def end_to_end(python: str, imports: str, gateway: GatewayProcess, n: int, env: 
     return result
 
 
-def wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
+def wrk(url: str, script: Path, seconds: float, *args: str) -> dict[str, float]:
+    """wrk with 16 connections; ``args`` go to the script (after ``--``)."""
     out = subprocess.run(
-        ["wrk", "-t1", "-c16", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t1", "-c16", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url, "--", *args],
         capture_output=True,
         text=True,
         check=True,
@@ -189,7 +190,7 @@ def part_delivery(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str,
         results["wrk /report/log"] = wrk(gateway.url, HERE / "report_log.lua", 2 if quick else 10)
         with fresh_gateway("delivery-wrk-batch") as (own, _):
             # Requests of BATCH_RECORDS records each: the batch endpoint's accept rate, in records/s.
-            taken = wrk(own.url, HERE / "report_logs.lua", 2 if quick else 10)
+            taken = wrk(own.url, HERE / "report_log.lua", 2 if quick else 10, str(BATCH_RECORDS))
             results["wrk /report/logs"] = {**taken, "records_per_s": taken["rps"] * BATCH_RECORDS}
     for name, n, extra in (("one per POST", 500 if quick else 5000, {}), ("batch", 2000 if quick else 20000, BATCH)):
         with fresh_gateway(f"delivery-{name}") as (own, tmp):
@@ -199,7 +200,7 @@ def part_delivery(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str,
 
 
 BATCH = {"GATEWAY_OTEL_BATCH": "1"}
-#: Records in each request of report_logs.lua (the adapter's default batch size too).
+#: Records in each request of report_log.lua to the batch endpoint (the adapter's default batch size too).
 BATCH_RECORDS = 500
 RELAY = {"GATEWAY_OTEL_RELAY": "1"}
 
