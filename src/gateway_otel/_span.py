@@ -496,7 +496,8 @@ class LeanTracer:
             # No processor would see it start or end (a SERVER span with neither OTLP nor a
             # processor of the user's): what it would record goes nowhere, so it records nothing.
             # Its context is as real as a recording span's, for its children, the request id and
-            # log lines. Measured need: the SERVER span's recording was a tenth of the adapter's cost.
+            # log lines. Measured need: recording the SERVER span took about 10,000 instructions a
+            # request, of the adapter's 150,000-170,000 (callgrind).
             return trace_api.NonRecordingSpan(span_context)
         span = LeanSpan(
             name,
