@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,7 @@ import orjson
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,6 +61,9 @@ class Record(BaseModel):
     errMsg: str | None = None
     extraInfo: dict[str, Any] | None = None
 
+
+Records = Annotated[list[Record], Field(max_length=MAX_BATCH)]
+_RECORDS = TypeAdapter(Records)
 
 Authorization = Annotated[str | None, Header(max_length=8192)]
 
@@ -183,7 +187,7 @@ async def _report(writer: GroupCommit, faults: Faults | None, records: list[Reco
     bad = faults.reject_uuids.intersection(record.uuid for record in records) if faults is not None else ()
     if bad:
         return _error(400, f"malformed record {sorted(bad)[0]}")
-    result = await writer.add([record.model_dump(exclude_unset=True) for record in records], via)
+    result = await writer.add(_RECORDS.dump_python(records, exclude_unset=True), via)
     return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
 
 
@@ -264,7 +268,7 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
         return await _report(writer, faults, [record], via="report/log")
 
     @app.post("/v1/openapi/report/logs", response_model=Envelope, tags=["records"])
-    async def report_logs(records: Annotated[list[Record], Field(max_length=MAX_BATCH)]) -> Any:
+    async def report_logs(records: Records) -> Any:
         return await _report(writer, faults, records, via="report/logs")
 
     @app.get("/v1/openapi/log/{requestId}", response_model=Envelope, tags=["records"])
@@ -341,12 +345,22 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
     return app
 
 
-class _FastReport:
-    """``POST /v1/openapi/report/log`` without FastAPI's per-request machinery, for valid records.
+#: The report endpoints: how each validates its body, and the ``via`` its records are stored with.
+_REPORTS: dict[str, tuple[Callable[[bytes], Record | list[Record]], str]] = {
+    "/v1/openapi/report/log": (Record.model_validate_json, "report/log"),
+    "/v1/openapi/report/logs": (_RECORDS.validate_json, "report/logs"),
+}
 
-    Measured need: the gateway's accept rate bounds every one-record-per-POST figure, and routing,
-    dependency solving and response validation took more of each request than storing the record.
-    A body that does not validate goes on to the FastAPI route, which answers exactly as before.
+
+class _FastReport:
+    """``POST /v1/openapi/report/log`` and ``/report/logs`` without FastAPI's per-request machinery,
+    for valid records.
+
+    Measured need: the gateway's accept rate bounds every delivery figure, and routing, dependency
+    solving and response validation took more of each request than storing the record; for a batch,
+    parsing the JSON with ``json.loads`` and validating the objects took nearly twice as long as validating
+    the JSON in one pass. A body that does not validate goes on to the FastAPI route, which answers
+    exactly as before.
     """
 
     def __init__(self, app: ASGIApp, writer: GroupCommit, faults: Faults | None) -> None:
@@ -355,12 +369,8 @@ class _FastReport:
         self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"] != "/v1/openapi/report/log"
-            or not _is_json(scope)
-        ):
+        route = _REPORTS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None or not _is_json(scope):
             await self.app(scope, receive, send)
             return
         try:
@@ -370,12 +380,13 @@ class _FastReport:
         except HTTPException as exc:  # the body limit, outside
             await _error(exc.status_code, str(exc.detail))(scope, receive, send)
             return
+        validate, via = route
         try:
-            record = Record.model_validate_json(body)
+            parsed = validate(body)
         except ValueError:
             await self.app(scope, _replay(body), send)
             return
-        response = await _report(self.writer, self.faults, [record], via="report/log")
+        response = await _report(self.writer, self.faults, parsed if isinstance(parsed, list) else [parsed], via=via)
         await response(scope, receive, send)
 
 
