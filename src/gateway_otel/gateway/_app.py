@@ -357,10 +357,10 @@ class _FastReport:
     for valid records.
 
     Measured need: the gateway's accept rate bounds every delivery figure, and routing, dependency
-    solving and response validation took more of each request than storing the record; for a batch,
-    parsing the JSON with ``json.loads`` and validating the objects took nearly twice as long as validating
-    the JSON in one pass. A body that does not validate goes on to the FastAPI route, which answers
-    exactly as before.
+    solving and response validation took more of each request than storing the record. For a batch,
+    parsing the JSON with ``json.loads`` and then validating the objects took nearly twice as long
+    as validating the JSON in one pass. A body that does not validate goes on to the FastAPI route,
+    which answers exactly as before.
     """
 
     def __init__(self, app: ASGIApp, writer: GroupCommit, faults: Faults | None) -> None:
