@@ -101,15 +101,10 @@ def _record(rid: str, caller: str, *, kind: str = "out", status: str = "success"
 
 
 def _balances(gateway: GatewayProcess) -> dict[str, float]:
-    import httpx
-
-    billing = httpx.get(f"{gateway.url}/v1/openapi/stats").json()["data"]["billing"]
-    return {entry["callerId"]: entry["balance"] for entry in billing}
+    return {entry["callerId"]: entry["balance"] for entry in gateway.stats()["billing"]}
 
 
 def test_a_batch_stores_each_new_record_once_and_bills_each_caller_for_its_own(plain_gateway: GatewayProcess) -> None:
-    import httpx
-
     rid = uuid.uuid4().hex
     repeated = _record(rid, "bob")
     batch = [
@@ -121,14 +116,13 @@ def test_a_batch_stores_each_new_record_once_and_bills_each_caller_for_its_own(p
         _record(rid, "bob", status="failed"),  # a failed operation is not charged
     ]
     before = _balances(plain_gateway)
-    url = f"{plain_gateway.url}/v1/openapi/report/logs"
-    first = httpx.post(url, json=batch, timeout=30).json()["data"]
-    again = httpx.post(url, json=batch, timeout=30).json()["data"]  # a resent batch: all duplicates
+    first = plain_gateway.data("POST", "/v1/openapi/report/logs", json=batch)
+    again = plain_gateway.data("POST", "/v1/openapi/report/logs", json=batch)  # a resent batch: all duplicates
     assert first == {"accepted": 5, "duplicates": 1}
     assert again == {"accepted": 0, "duplicates": 6}
     after = _balances(plain_gateway)
     assert (before["alice"] - after["alice"], before["bob"] - after["bob"]) == (2.0, 1.0)
-    stored = httpx.get(f"{plain_gateway.url}/v1/openapi/log/{rid}").json()["data"]
+    stored = plain_gateway.records(rid)
     assert sorted(r["uuid"] for r in stored) == sorted({r["uuid"] for r in batch})
     assert "http://svc/caf\u00e9?q=\u2603" in {r["requestUrl"] for r in stored}
 
@@ -141,23 +135,19 @@ def test_a_batch_stores_each_new_record_once_and_bills_each_caller_for_its_own(p
 def test_a_batch_with_one_invalid_record_is_refused_whole_with_the_reason(
     plain_gateway: GatewayProcess, change: dict[str, Any], message: str
 ) -> None:
-    import httpx
-
     rid = uuid.uuid4().hex
     bad = {key: value for key, value in {**_record(rid, "alice"), **change}.items() if value is not None}
-    response = httpx.post(f"{plain_gateway.url}/v1/openapi/report/logs", json=[_record(rid, "alice"), bad], timeout=30)
+    response = plain_gateway.client.post("/v1/openapi/report/logs", json=[_record(rid, "alice"), bad])
     assert response.status_code == 400
     assert message in response.json()["msg"]
-    assert httpx.get(f"{plain_gateway.url}/v1/openapi/log/{rid}").json()["data"] == []
+    assert plain_gateway.records(rid) == []
 
 
 def test_a_batch_over_the_limit_is_refused(plain_gateway: GatewayProcess) -> None:
-    import httpx
-
     from gateway_otel.gateway._app import MAX_BATCH
 
     rid = uuid.uuid4().hex
     batch = [_record(rid, "alice") for _ in range(MAX_BATCH + 1)]
-    response = httpx.post(f"{plain_gateway.url}/v1/openapi/report/logs", json=batch, timeout=60)
+    response = plain_gateway.client.post("/v1/openapi/report/logs", json=batch, timeout=60)
     assert response.status_code == 400
-    assert httpx.get(f"{plain_gateway.url}/v1/openapi/log/{rid}").json()["data"] == []
+    assert plain_gateway.records(rid) == []

@@ -345,9 +345,13 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
     return app
 
 
-#: The report endpoints: how each validates its body, and the ``via`` its records are stored with.
-_REPORTS: dict[str, tuple[Callable[[bytes], Record | list[Record]], str]] = {
-    "/v1/openapi/report/log": (Record.model_validate_json, "report/log"),
+def _one_record(body: bytes) -> list[Record]:
+    return [Record.model_validate_json(body)]
+
+
+#: The report endpoints: how each validates its body into records, and the ``via`` they are stored with.
+_REPORTS: dict[str, tuple[Callable[[bytes], list[Record]], str]] = {
+    "/v1/openapi/report/log": (_one_record, "report/log"),
     "/v1/openapi/report/logs": (_RECORDS.validate_json, "report/logs"),
 }
 
@@ -382,11 +386,11 @@ class _FastReport:
             return
         validate, via = route
         try:
-            parsed = validate(body)
+            records = validate(body)
         except ValueError:
             await self.app(scope, _replay(body), send)
             return
-        response = await _report(self.writer, self.faults, parsed if isinstance(parsed, list) else [parsed], via=via)
+        response = await _report(self.writer, self.faults, records, via=via)
         await response(scope, receive, send)
 
 
