@@ -359,6 +359,50 @@ def test_a_span_no_processor_would_see_records_nothing_and_its_context_is_as_rea
     assert [span.name for span in exporter.get_finished_spans()] == ["server"]
 
 
+class Shown(Sampler):
+    """Samples everything, keeping the attributes each decision was shown."""
+
+    def __init__(self) -> None:
+        self.shown: list[dict[str, Any]] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> Any:
+        attributes = kwargs.get("attributes", args[1] if len(args) > 1 else None)
+        self.shown.append(dict(attributes or {}))
+        return ALWAYS_ON.should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+    def get_description(self) -> str:
+        return "Shown"
+
+
+SCOPE = {"method": "POST", "scheme": "http", "path": "/v1/chat", "http_version": "1.1", "server": ("127.0.0.1", 8000)}
+
+
+def test_a_server_spans_attributes_are_built_only_for_a_sampler_or_processor_to_read() -> None:
+    from gateway_otel._server_span import start_server_span
+
+    provider = TracerProvider()  # the SDK's default sampler
+    operations = Counted()
+    provider.add_span_processor(operations)
+    lean = LeanTracer(provider.get_tracer("test"), operations=operations)
+    assert not lean.records_plain_spans()
+    span, _ = start_server_span(lean, SCOPE, {}, otel_context.Context())
+    assert type(span) is NonRecordingSpan and span.get_span_context().is_valid
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # from now on, a processor reads them
+    assert lean.records_plain_spans()
+    start_server_span(lean, SCOPE, {}, otel_context.Context())[0].end()
+    (exported,) = exporter.get_finished_spans()
+    assert exported.attributes is not None and exported.attributes["url.path"] == "/v1/chat"
+    # A sampler of the user's decides on them, with no processor to record what it samples.
+    sampler = Shown()
+    other = TracerProvider(sampler=sampler)
+    other.add_span_processor(operations)
+    sampled = LeanTracer(other.get_tracer("test"), operations=operations)
+    assert sampled.records_plain_spans()
+    start_server_span(sampled, SCOPE, {}, otel_context.Context())
+    assert sampler.shown[-1]["http.request.method"] == "POST" and sampler.shown[-1]["server.port"] == 8000
+
+
 def test_a_lean_spans_record_data_is_what_its_readable_span_properties_give() -> None:
     from gateway_otel._exporter import plain_attributes, span_data
 

@@ -28,6 +28,8 @@ def start_server_span(
     (the caller's trace context and baggage, extracted from the headers)."""
     parent = PROPAGATOR.extract(headers, base) if "traceparent" in headers or "baggage" in headers else base
     method = scope.get("method", "GET")
+    if not spans.records_plain_spans():  # its context only: no attributes to build
+        return spans.start_span(method, parent, {}, kind=SpanKind.SERVER), parent
     attributes: dict[str, Any] = {
         "http.request.method": method,
         "url.scheme": scope.get("scheme", "http"),

@@ -75,6 +75,7 @@ _VALID: Final = 5
 _SAMPLED = int(TraceFlags.SAMPLED)
 _MAX_TRACE_ID, _MAX_SPAN_ID = (1 << 128) - 1, (1 << 64) - 1
 _NO_DROPS = (0, 0, 0)
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 _time_ns = time.time_ns
 #: Held while a span checks that it has not ended and marks it ended. Other changes need no lock:
 #: each is one dict or list operation (atomic in CPython), and one racing with ``end()`` is the
@@ -418,6 +419,17 @@ class LeanTracer:
         self.tracer = tracer
         # Exactly the SDK's class: a subclass may start spans its own way.
         self._origin = _Origin(tracer, operations) if type(tracer) is sdk_trace.Tracer else None
+
+    def records_plain_spans(self) -> bool:
+        """Whether a span that is not an operation's may be recorded. ``False`` when the default
+        sampler decides and no processor of the provider but the adapter's would see such a span:
+        ``start_span`` then makes it a ``NonRecordingSpan`` whatever its attributes, so that they
+        need not be built (the SERVER span's, once a request)."""
+        origin = self._origin
+        if origin is None or origin.tracer.sampler is not origin.default_sampler:
+            return True
+        processors = origin.processors(_NO_ATTRIBUTES)
+        return processors is None or bool(processors[0])
 
     def start_span(
         self,
