@@ -138,3 +138,38 @@ def test_run_in_context_binds_the_context_at_wrap_time() -> None:
     assert current_request_id() is None
     assert bound() == "at-wrap"
     assert context.get_current() is not None
+
+
+def test_a_request_without_a_server_span_gets_a_random_request_id_of_32_hex_digits() -> None:
+    import asyncio
+    import re
+
+    from gateway_otel._client import GatewayClient
+    from gateway_otel.middleware import HttpContextMiddleware
+
+    seen: list[str | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(current_request_id())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    # As ait_openapi's users add it: no server span (no trace id to take), no gateway (anonymous).
+    middleware = HttpContextMiddleware(app, client=GatewayClient(None))
+    returned: list[str] = []
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            returned.extend(value.decode() for name, value in message["headers"] if name == b"x-request-id")
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def requests() -> None:
+        for _ in range(3):
+            scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+            await middleware(scope, receive, send)
+
+    asyncio.run(requests())
+    assert returned == seen and len(set(returned)) == 3
+    assert all(re.fullmatch("[0-9a-f]{32}", request_id or "") for request_id in returned)

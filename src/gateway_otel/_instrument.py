@@ -34,6 +34,9 @@ def instrument_app(
         trust_upstream: take identity from incoming W3C baggage (an internal service behind the gateway).
         server_spans: one SERVER span per request, following the OTel HTTP semantic conventions (a lean
             path of the context middleware; stock ``FastAPIInstrumentor`` costs more than the app).
+            FastAPI 0.16x's own tracing is turned off for it; with ``False`` that is left as
+            configured, and it traces each request once a TracerProvider is set (measured under
+            wrk: about half the bare app's requests per second).
         log_correlation: add request id, trace id, span id and caller id to every log record.
         freeze_gc: at the first request, ``gc.collect()`` then ``gc.freeze()`` (once per process), so
             that the garbage collector's full collections scan only what requests allocate, not the

@@ -10,9 +10,9 @@ in all cases.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Iterable, Sequence
 from urllib.parse import parse_qsl
 
@@ -188,7 +188,10 @@ def _trace_id_or_new(span: trace.Span) -> str:
     if span_context[_VALID]:  # read by index, as the API's own properties read a SpanContext
         # Its 32 hex digits, as format(trace_id, "032x") writes them, at half the cost (measured).
         return span_context[_TRACE_ID].to_bytes(16, "big").hex()
-    return uuid.uuid4().hex
+    # 32 random hex digits from the OS, as ``uuid.uuid4().hex`` (less its six fixed bits) without
+    # its ``UUID`` object: each request without a server span (the middleware added by itself, as
+    # ait_openapi's users add it) makes one. Measured (callgrind): 13,600 instructions a request less.
+    return os.urandom(16).hex()
 
 
 async def _json_error(send: Send, status: int, message: str, request_id: str) -> None:
