@@ -317,3 +317,43 @@ def test_the_first_request_moves_the_start_up_heap_out_of_the_collectors_way(
     assert before == 0
     assert (during > 1000) is frozen  # the modules, the app and its routes: thousands of objects
     assert later <= during  # once per process
+
+
+DROP_IN = """
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from gateway_otel import configure
+from gateway_otel.middleware import HttpContextMiddleware
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+if {exported}:
+    configure()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+
+app = FastAPI()
+
+@app.get("/ping")
+def ping() -> dict:
+    return {{"ok": True}}
+
+app.add_middleware(HttpContextMiddleware)
+with TestClient(app) as client:
+    for _ in range(3):
+        assert client.get("/ping").status_code == 200
+print(app._native_telemetry.config["tracing"], len(exporter.get_finished_spans()))
+"""
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_fastapis_own_tracing_runs_only_when_something_would_see_its_spans(exported: bool, tmp_path: Any) -> None:
+    # The middleware added by itself, as ait_openapi's users add it, to a FastAPI 0.16x app: the
+    # provider configure() sets would make FastAPI trace every request, for nothing without an exporter.
+    script = DROP_IN.format(exported=exported)
+    result = run_script(script, {"GATEWAY_OTEL_SPOOL_DIR": str(tmp_path), "OPENAPI_HOST": ""})
+    assert result.returncode == 0, result.stderr
+    tracing, spans = result.stdout.split()
+    assert tracing == str(exported)
+    assert (int(spans) >= 3) is exported  # FastAPI's spans of the three requests, when exported
