@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -18,6 +20,8 @@ from gateway_otel import (
     run_in_context,
     trace_id_context,
 )
+from gateway_otel._client import GatewayClient
+from gateway_otel.middleware import HttpContextMiddleware
 
 
 def test_values_are_otel_baggage() -> None:
@@ -141,12 +145,6 @@ def test_run_in_context_binds_the_context_at_wrap_time() -> None:
 
 
 def test_a_request_without_a_server_span_gets_a_random_request_id_of_32_hex_digits() -> None:
-    import asyncio
-    import re
-
-    from gateway_otel._client import GatewayClient
-    from gateway_otel.middleware import HttpContextMiddleware
-
     seen: list[str | None] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
