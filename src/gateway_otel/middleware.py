@@ -253,9 +253,11 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._freeze_gc:
-            self._freeze_gc = False
-            _freeze_startup_objects()
+        if self._first:  # one flag read a request for the first request's work
+            self._first = False
+            if self._freeze_gc:
+                _freeze_startup_objects()
+            _quiet_fastapi_tracing(scope.get("app"), current())
         started = request_started.set(time.perf_counter())
         span = None
         status: int | None = None
@@ -264,9 +266,6 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             headers = _headers(scope)
             base = get_current()
             pipeline = current()
-            if self._first:
-                self._first = False
-                _quiet_fastapi_tracing(scope.get("app"), pipeline)
             if self._server_spans:
                 span, base = start_server_span(pipeline.spans, scope, headers, base)
             caller_id: str | None = None
