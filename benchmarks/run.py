@@ -274,6 +274,18 @@ def part_fastapi(ait: str | None, quick: bool) -> dict[str, Any]:
     }
 
 
+def part_inprocess(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str, Any]:
+    """``inprocess.py`` with the relay and the batch endpoint (the wrk part's closest variant)."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "inprocess.py"), "--rounds", "3" if quick else "60"],
+        env={**os.environ, "OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": spool, **BATCH, **RELAY},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def _wrk_app(variant: str, python: str, extra_env: dict[str, str], seconds: float) -> dict[str, float]:
     port = free_port()
     # A spool of its own too: a variant must not pick up (and deliver) what the one before left.
@@ -392,6 +404,17 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                         ">= 0.75x, p99 <= 2x" if variant.startswith("gateway") else "anchor",
                     )
                 )
+    inp = results.get("inprocess")
+    if inp:
+        us = inp["us_per_request"]
+        table.append(
+            (
+                "FastAPI gateway-batch-relay in-process (ASGI, no server)",
+                f"{us['gateway']:.0f} us vs bare {us['bare']:.0f} us a request = {inp['ratio']:.2f}x; middleware "
+                f"{inp['middleware_us']:.0f} us, operation {inp['operation_us']:.0f} us",
+                "reported",
+            )
+        )
     de = results.get("delivery", {})
     limit = de.get("wrk /report/log", {}).get("rps")
     single = de.get("one per POST", {}).get("records_per_s")
@@ -414,9 +437,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run of every part (smoke test)")
-    parser.add_argument("--only", nargs="*", default=None, help="parts: decorator end_to_end delivery fastapi memory")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="parts: decorator end_to_end delivery fastapi inprocess memory"
+    )
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["decorator", "end_to_end", "delivery", "fastapi", "memory"])
+    wanted = set(args.only or ["decorator", "end_to_end", "delivery", "fastapi", "inprocess", "memory"])
     ensure_wrk()
     ait = ensure_ait() if wanted & {"end_to_end", "fastapi"} else None
     results: dict[str, Any] = {"quick": args.quick, "commit": _commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -425,6 +450,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "end_to_end": lambda gateway, tmp: part_end_to_end(gateway, ait, args.quick, f"{tmp}/spool"),
         "delivery": lambda gateway, tmp: part_delivery(gateway, args.quick, f"{tmp}/spool"),
         "fastapi": lambda gateway, tmp: part_fastapi(ait, args.quick),  # a gateway per run
+        "inprocess": lambda gateway, tmp: part_inprocess(gateway, args.quick, f"{tmp}/spool"),
         "memory": lambda gateway, tmp: part_memory(gateway, args.quick, f"{tmp}/spool"),
     }
     for name, run in parts.items():

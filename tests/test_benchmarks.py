@@ -25,9 +25,10 @@ def test_benchmarks_run_in_quick_mode() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text())
     assert results["quick"] is True
-    for part in ("decorator", "end_to_end", "delivery", "fastapi", "memory"):
+    for part in ("decorator", "end_to_end", "delivery", "fastapi", "inprocess", "memory"):
         assert part in results, part
     assert results["end_to_end"]["gateway-otel"]["records_held"] == 2 * results["end_to_end"]["gateway-otel"]["calls"]
     assert "delivery, one record per POST" in done.stdout
     assert results["delivery"]["wrk /report/logs"]["records_per_s"] > 0  # the batch endpoint's own rate
     assert "FastAPI gateway vs bare" in done.stdout
+    assert set(results["inprocess"]["us_per_request"]) == {"bare", "middleware", "gateway"}
