@@ -4,11 +4,11 @@ Three apps of ``fastapi_app.py`` live in one process: the bare app, the app with
 and no operation, and the app with ``instrument_app`` and one ``operation_log`` (the wrk part's
 ``gateway``). Each round sends a batch of the same POST to each, in a random order, and takes the
 CPU time of this thread per request; the median over the rounds is reported. Measured need: under
-wrk this machine's speed drifts by a fifth within a minute, and one app per process cannot be
-compared closer than that; batches a fraction of a second apart, in one process, can (the same
-figure to within a few microseconds from one run to the next). Without uvicorn and the network,
-a request here costs about half of what it does under wrk, so these ratios are not the bar's: the
-figures are the adapter's own microseconds.
+wrk this machine's speed drifts by a fifth within a minute, and the ratio of one run to the bare
+runs beside it moved by 0.3-0.4x; batches a fraction of a second apart, in one process, drift
+together (the ratio of four runs of 60 rounds: 0.60-0.64x). Without uvicorn and the network, the
+bare app's request costs about half of what it does under wrk, so this ratio is not the bar's: the
+figures are the adapter's own microseconds, to compare one commit with another.
 
 The records go wherever the environment says (``OPENAPI_HOST``, ``GATEWAY_OTEL_RELAY``, ...). Each
 batch ends with a pause of twice the relay's hand-over pause, inside the timed span: the hand-over
