@@ -25,6 +25,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 import gateway_otel
 from gateway_otel import _span as lean_module
 from gateway_otel._sampling import BillingSafeSampler
+from gateway_otel._server_span import start_server_span
 from gateway_otel._span import LeanSpan, LeanTracer
 
 LIMITS = SpanLimits(
@@ -378,8 +379,6 @@ SCOPE = {"method": "POST", "scheme": "http", "path": "/v1/chat", "http_version":
 
 
 def test_a_server_spans_attributes_are_built_only_for_a_sampler_or_processor_to_read() -> None:
-    from gateway_otel._server_span import start_server_span
-
     provider = TracerProvider()  # the SDK's default sampler
     operations = Counted()
     provider.add_span_processor(operations)
