@@ -323,6 +323,8 @@ def test_counts_of_tokens_are_kept_and_tokens_are_not() -> None:
         {"text": "Bearer abcdefgh", "tokens": -3},
         {"items": [{"max_tokens": 1}, {"token": "t"}]},
         {"tokens": 1e300, "Tokens": 0},
+        {"upstream": "Basic dXNlcjpzM2NyM3Q="},  # a credential in a string, under no secret name
+        {"x-api.key": "k", "Private Key": "p"},
     ],
 )
 def test_the_quick_look_at_serialized_json_agrees_with_the_full_scrub(value: dict[str, Any]) -> None:

@@ -39,15 +39,21 @@ _DEFAULT_ALLOW = frozenset(
     {"maxtokens", "maxnewtokens", "prompttokens", "completiontokens", "totaltokens", "numtokens", "tokencount"}
 )
 _SEPARATORS = re.compile(r"[^a-z0-9]")
-#: Cheap first pass over serialized JSON, lower-cased: when none of these occur, nothing needs
-#: scrubbing. Matched against ``data.lower()`` rather than with ``(?i)``: 4-7x faster (measured).
-#: ``token`` is not suspect inside a key that says ``tokens`` and holds a number (``"tokens":47``):
-#: a count, which AI services return with most answers. The words are grouped by their first
-#: letter, so that at each position one branch is tried, not fourteen (measured: a quarter faster).
-_SUSPECT = re.compile(
-    rb'a(?:uth|pi.?key|ccess.?key)|token(?!s[^"\\]*":-?[0-9])|p(?:assw|wd|rivate.?key)'
-    rb'|s(?:ecret|ession|ignature)|c(?:ookie|redential)|bearer|"(?:jwt|otp)"'
-)
+#: Cheap first pass over serialized JSON, lower-cased: when none of these words occur, nothing needs
+#: scrubbing. A substring test per word, on the JSON text (decoded anyway), then a closer look
+#: where ``key`` or ``token`` occurs: ``key`` after ``api``, ``access`` or ``private``; ``token``
+#: but not inside a key that says ``tokens`` and holds a number (``"tokens":47``, a count, which AI
+#: services return with most answers). A regex that starts with its word looks for the word first.
+#: Measured against one regex of every word (grouped by first letter), side by side: 1.1 against
+#: 1.7 us for a 56-byte request, 1.6 against 1.2 us for a 36-byte answer that counts tokens, 30
+#: against 47 us for 2 KB (Python's regex engine tries the words at each position). ``in`` on
+#: ``bytes`` costs 7x what it costs on ``str`` here, hence the text.
+_SUSPECT_WORDS = (
+    "auth", "passw", "pwd", "secret", "session", "signature", "cookie", "credential", "bearer", "basic",
+    '"jwt"', '"otp"',
+)  # fmt: skip
+_SUSPECT_KEY = re.compile(r"(?:api|access|private).?key")
+_SUSPECT_TOKEN = re.compile(r'token(?!s[^"\\]*":-?[0-9])')
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}")
 #: ``name=value`` in URL queries and free text, ``name: value`` in free text.
 _NAMED_VALUE = re.compile(r"""((?:^|(?<=[?&;,\s({\[]))([A-Za-z0-9_.\-]+)(?:=|:\s*))("[^"]*"|'[^']*'|[^?&#\s,;)}\]]*)""")
@@ -128,16 +134,29 @@ class Scrubber:
             return self.scrub_text(value)
         return value
 
-    def _suspect_by_pattern(self, data: bytes) -> bool:
-        """Whether one of the configured extra patterns occurs anywhere in ``data``."""
-        text = data.decode("utf-8", errors="replace")
-        return any(pattern.search(text) for pattern in self._patterns)
+    def suspects(self, text: str) -> bool:
+        """Whether serialized JSON ``text`` may hold a secret (``False``: it holds none of the secret
+        words, nor a match of a configured pattern, and needs no scrubbing)."""
+        low = text.lower()
+        for word in _SUSPECT_WORDS:
+            if word in low:
+                return True
+        if "key" in low and _SUSPECT_KEY.search(low) is not None:
+            return True
+        if "token" in low and _SUSPECT_TOKEN.search(low) is not None:
+            return True
+        # The extras only when configured: no generator per call on the default policy.
+        return bool(self._patterns) and any(pattern.search(text) is not None for pattern in self._patterns)
+
+    def redact_json(self, data: bytes) -> bytes:
+        """Serialized JSON with every secret redacted (parsed, scrubbed, serialized again)."""
+        return orjson.dumps(self.scrub(orjson.loads(data)))
 
     def scrub_json(self, data: bytes) -> bytes:
         """Serialized JSON with every secret redacted; returns ``data`` itself when nothing is suspect."""
-        if _SUSPECT.search(data.lower()) is None and not (self._patterns and self._suspect_by_pattern(data)):
+        if not self.suspects(data.decode("utf-8", errors="replace")):
             return data
-        return orjson.dumps(self.scrub(orjson.loads(data)))
+        return self.redact_json(data)
 
 
 #: The policy in force; ``configure()`` replaces it with one that has the configured extras.
