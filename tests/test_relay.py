@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import uuid
 from pathlib import Path
 
@@ -147,6 +148,37 @@ sys.stdin.readline()
     records = healthy_gateway.records(rid)
     assert len({record["uuid"] for record in records}) == len(records) == 200
     assert eventually(lambda: _gone(int(relay_pid)), timeout=30)
+
+
+def test_records_waiting_for_a_relay_slow_to_start_survive_the_app_being_killed(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-slow-{uuid.uuid4().hex}"
+    slow = tmp_path / "slow-python"  # the relay's interpreter takes 3 s to come up (a loaded machine)
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec "{sys.executable}" "$@"\n')
+    slow.chmod(0o755)
+    code = (
+        PRELUDE.format(rid=rid)
+        + f"""
+sys.executable = {str(slow)!r}
+for i in range(50):
+    bill(i)
+time.sleep(1.5)
+print("waited", relay_pid(), flush=True)
+sys.stdin.readline()
+"""
+    )
+    script = Script(code, _env(healthy_gateway, tmp_path / "spool"))
+    try:
+        script.expect("waited None")  # killed while the relay still comes up
+        script.process.send_signal(signal.SIGKILL)
+        script.wait(10)
+    finally:
+        script.close()
+    # Older than a second at the kill: in the spool, which the relay delivers once it is up.
+    assert eventually(lambda: healthy_gateway.count(rid) >= 100, timeout=30)
+    records = healthy_gateway.records(rid)
+    assert len({record["uuid"] for record in records}) == len(records) == 100
 
 
 def test_when_the_relay_dies_the_app_delivers_in_its_own_process(healthy_gateway: Gateway, tmp_path: Path) -> None:

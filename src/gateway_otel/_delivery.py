@@ -335,7 +335,7 @@ class Delivery:
         self._wake = asyncio.Event()
         ready.set()
         try:
-            relay = Relay.start(self.settings) if self.settings.relay and self._host else None
+            relay = Relay.start(self.settings, self._spill_old) if self.settings.relay and self._host else None
             if relay is None or not loop.run_until_complete(self._relay_run(relay)):
                 loop.run_until_complete(self._run())
         except Exception as exc:
@@ -417,6 +417,19 @@ class Delivery:
             relay.abandon()
             self._relay = None
         return False
+
+    def _spill_old(self) -> None:
+        """Spool the records at the head of the queue that have waited longer than ``SPILL_AFTER``
+        (while the relay comes up, as ``_take_queue`` does while the gateway is away), so that a
+        ``kill -9`` loses nothing older; the relay delivers the spool."""
+        queue, now = self._queue, time.monotonic()
+        records: list[tuple[str, bytes]] = []
+        while queue and not isinstance(queue[0], _Marker) and now - queue[0][2] > SPILL_AFTER:
+            records.extend(self._pop_records(1))
+        if records:
+            self._spool_put(records, error="the relay is starting")
+            self._dispatched += len(records)
+            self._resolved += len(records)
 
     def _stale_handing(self) -> bool:
         if time.monotonic() - self._handing_since > TICK:

@@ -19,8 +19,10 @@ gateway's OTLP receiver does.
 
 What the relay has read and not yet delivered or spooled lives in its memory, as a record does in
 the app's without a relay: the relay spools it after ``SPILL_AFTER`` seconds, and at the end of its
-input (the app exited, or was killed) it delivers and spools everything before it exits. When the
-relay dies, the app logs an error and delivers in its own process from then on.
+input (the app exited, or was killed) it delivers and spools everything before it exits. While a
+new relay comes up (seconds, on a loaded machine), the app spools what has waited longer than
+``SPILL_AFTER``, and the relay delivers the spool. When the relay dies, the app logs an error and
+delivers in its own process from then on.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -55,6 +58,8 @@ _ENTRY = (
 PIPE_SIZE = 1 << 20
 #: Seconds the app waits for a new relay to say it is ready.
 START_TIMEOUT = 15.0
+#: Seconds between two calls of ``Relay.start``'s ``waiting`` while a new relay comes up.
+START_STEP = 0.1
 _IN, _OUT, _BUILT, _BOTH = 0, 1, 2, 3
 _LOW_64 = (1 << 64) - 1
 
@@ -86,8 +91,10 @@ class Relay:
         self._reader.start()
 
     @classmethod
-    def start(cls, settings: Settings) -> Relay | None:
-        """Start a relay delivering with ``settings``; ``None`` (logged) when it does not come up."""
+    def start(cls, settings: Settings, waiting: Callable[[], object] = lambda: None) -> Relay | None:
+        """Start a relay delivering with ``settings``; ``None`` (logged) when it does not come up.
+        ``waiting`` is called every ``START_STEP`` seconds until it is up (the caller spools what
+        waits too long meanwhile: on a loaded machine a new interpreter takes seconds to start)."""
         relay_settings = dataclasses.replace(settings, relay=False)
         env = {
             **os.environ,
@@ -111,7 +118,10 @@ class Relay:
             )
             return None
         relay = cls(process)
-        if not relay._ready.wait(START_TIMEOUT) or relay._gone:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not relay._ready.wait(START_STEP) and not relay._gone and time.monotonic() < deadline:
+            waiting()
+        if not relay._ready.is_set() or relay._gone:
             log_once("relay", "gateway-otel: the relay did not start, delivering in-process", level=logging.ERROR)
             relay.abandon()
             process.kill()
