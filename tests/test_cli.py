@@ -218,3 +218,10 @@ def test_an_operation_called_through_another_service_nests_under_its_caller() ->
     answer = tree.children[0]
     assert names(answer) == ["worker.infer"]
     assert names(answer.children[0]) == ["worker.tokenize"]
+
+    # Within one millisecond a child's interval equals its parent's, and may come first in the order:
+    # the tree still nests it by its parent id (no operation is taken to run around its own parent).
+    same = [*pair("worker.tokenize", "w2", "w1", 10, 0), *pair("worker.infer", "w1", "worker-server", 10, 0)]
+    tree = record_tree("r", same)
+    assert names(tree) == ["worker.infer"]
+    assert names(tree.children[0]) == ["worker.tokenize"]

@@ -99,6 +99,8 @@ def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
             if traces[other] == traces[members[0]] and other_start <= start and end <= other_end:
                 around[parent_id] = other  # later in the order: further in
 
+    attaching: set[str] = set()
+
     def attach(key: str) -> Tree:
         if key in nodes:
             return nodes[key]
@@ -106,7 +108,12 @@ def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
         parent_key = entry["parent"] if entry["parent"] in by_span and entry["parent"] != key else None
         if entry["parent"] in around:
             parent_key = around[entry["parent"]]
-        parent = attach(parent_key) if parent_key is not None else root
+        attaching.add(key)
+        # A parent that is being attached would make the operation its own ancestor: the guess of
+        # ``around`` when a child's interval equals its parent's (within a millisecond), or records
+        # whose parent ids go round in a circle. The operation then hangs from the request.
+        parent = attach(parent_key) if parent_key is not None and parent_key not in attaching else root
+        attaching.discard(key)
         nodes[key] = parent.add(label(entry))
         return nodes[key]
 
