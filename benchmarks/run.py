@@ -203,6 +203,8 @@ BATCH = {"GATEWAY_OTEL_BATCH": "1"}
 #: Records in each request of report_log.lua to the batch endpoint (the adapter's default batch size too).
 BATCH_RECORDS = 500
 RELAY = {"GATEWAY_OTEL_RELAY": "1"}
+#: Delivery in the app's own process (a service's default before the relay was: the GIL shared).
+IN_APP = {"GATEWAY_OTEL_RELAY": "0"}
 
 
 @contextlib.contextmanager
@@ -235,16 +237,17 @@ def part_fastapi(ait: str | None, quick: bool) -> dict[str, Any]:
     """
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed"}
-    # gateway-batch: the same app delivering through the reference gateway's batch endpoint (one
-    # record per POST cannot keep up with 2 records per request at this rate: the rest is spooled).
-    # gateway-relay, gateway-batch-relay: the same two, the records built and sent by the relay
-    # process (GATEWAY_OTEL_RELAY=1).
+    # gateway: the default, the records built and sent by the relay process (the app serves
+    # requests through the middleware), one record per POST; gateway-batch: the same delivering
+    # through the reference gateway's batch endpoint (one record per POST cannot keep up with 2
+    # records per request at this rate: the rest is spooled). gateway-inapp, gateway-batch-inapp:
+    # the same two delivered by the app's own process (GATEWAY_OTEL_RELAY=0).
     variants = [
         ("stock", sys.executable, {}),
         ("gateway", sys.executable, {}),
         ("gateway-batch", sys.executable, BATCH),
-        ("gateway-relay", sys.executable, RELAY),
-        ("gateway-batch-relay", sys.executable, {**BATCH, **RELAY}),
+        ("gateway-inapp", sys.executable, IN_APP),
+        ("gateway-batch-inapp", sys.executable, {**BATCH, **IN_APP}),
     ]
     seconds = 2 if quick else 6
     bare = [_wrk_app("bare", sys.executable, {}, seconds)]
@@ -275,7 +278,7 @@ def part_fastapi(ait: str | None, quick: bool) -> dict[str, Any]:
 
 
 def part_inprocess(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str, Any]:
-    """``inprocess.py`` with the relay and the batch endpoint (the wrk part's closest variant)."""
+    """``inprocess.py`` with the relay and the batch endpoint (the wrk part's gateway-batch)."""
     out = subprocess.run(
         [sys.executable, str(HERE / "inprocess.py"), "--rounds", "3" if quick else "60"],
         env={**os.environ, "OPENAPI_HOST": gateway.url, "GATEWAY_OTEL_SPOOL_DIR": spool, **BATCH, **RELAY},
@@ -392,7 +395,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             table.append((f"decorated ops/s, every record delivered, {label}", figure, ">= 20x"))
     fa = results.get("fastapi", {})
     if "bare" in fa:
-        for variant in ("stock", "gateway", "gateway-batch", "gateway-relay", "gateway-batch-relay", "ait"):
+        for variant in ("stock", "gateway", "gateway-batch", "gateway-inapp", "gateway-batch-inapp", "ait"):
             if variant in fa:
                 v, b = fa[variant], fa["bare"]
                 table.append(
@@ -409,7 +412,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         us = inp["us_per_request"]
         table.append(
             (
-                "FastAPI gateway-batch-relay in-process (ASGI, no server)",
+                "FastAPI gateway-batch in-process (ASGI, no server)",
                 f"{us['gateway']:.0f} us vs bare {us['bare']:.0f} us a request = {inp['ratio']:.2f}x; middleware "
                 f"{inp['middleware_us']:.0f} us, operation {inp['operation_us']:.0f} us",
                 "reported",

@@ -305,6 +305,37 @@ def test_a_service_stopped_during_an_outage_delivers_everything_on_its_next_star
     assert spool.counts()[0] == 0
 
 
+INSTRUMENTED_SERVICE = SERVICE.replace("from gateway_otel import", "from gateway_otel import instrument_app,").replace(
+    "uvicorn.run(app,", "uvicorn.run(instrument_app(app, exclude_path=['*']),"
+)
+
+
+@pytest.mark.parametrize("relay", ["0", "1"])
+def test_a_service_stopped_with_sigterm_right_after_its_requests_loses_nothing(
+    relay: str, healthy_gateway: Gateway, script_env: dict[str, str], scripts: list[Script]
+) -> None:
+    # uvicorn raises SIGTERM again once the lifespan shutdown is complete: the process ends there,
+    # without atexit. The records of the last moment (the relay's first too, while it comes up) must
+    # be delivered or spooled by then.
+    rid = f"sigterm-{uuid.uuid4().hex}"
+    port = free_port()
+    healthy_gateway.faults(report_delay=0.2)  # the records are still on their way at the signal
+    service = Script(INSTRUMENTED_SERVICE.format(rid=rid, port=port), {**script_env, "GATEWAY_OTEL_RELAY": relay})
+    scripts.append(service)
+    wait_for_port(port, process=service.process)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        for i in range(N):
+            assert client.get(f"/bill/{i}").json() == {"i": i}
+    service.process.send_signal(signal.SIGTERM)
+    assert service.wait(30) == -signal.SIGTERM
+    healthy_gateway.faults()
+    if relay == "1":  # the relay outlives the app: it delivers and spools, then exits
+        time.sleep(3)
+    restarted = run_script("import gateway_otel; gateway_otel.configure()", env=script_env)  # delivers the spool
+    assert restarted.returncode == 0, restarted.stderr
+    assert_stored_once(healthy_gateway, rid, 2 * N)
+
+
 def test_asyncio_run_returning_right_after_calls_loses_nothing(
     healthy_gateway: Gateway, script_env: dict[str, str]
 ) -> None:

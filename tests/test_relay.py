@@ -12,6 +12,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from gateway_otel.testing import eventually
 
 from conftest import Gateway, Script, run_script
@@ -179,6 +181,46 @@ sys.stdin.readline()
     assert eventually(lambda: healthy_gateway.count(rid) >= 100, timeout=30)
     records = healthy_gateway.records(rid)
     assert len({record["uuid"] for record in records}) == len(records) == 100
+
+
+SERVING = """
+import asyncio, httpx
+from fastapi import FastAPI
+from gateway_otel import instrument_app
+
+app = instrument_app(FastAPI(), exclude_path=["*"])
+
+@app.get("/bill")
+async def endpoint() -> dict:
+    return {"i": bill(1)}
+
+async def main():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        answer = await client.get("/bill", headers={"x-request-id": trace_id_context.get()})
+        assert answer.status_code == 200
+
+if os.environ["HOW"] == "serve":
+    asyncio.run(main())
+else:
+    bill(1)
+assert gateway_otel.force_flush(20)
+print(relay_pid() is not None, flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "how", "relayed"),
+    [("", "serve", True), ("0", "serve", False), ("", "call", False), ("1", "call", True)],
+)
+def test_by_default_a_process_that_serves_requests_delivers_through_a_relay(
+    setting: str, how: str, relayed: bool, healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"relay-default-{uuid.uuid4().hex}"
+    code = PRELUDE.format(rid=rid) + SERVING
+    done = run_script(code, _env(healthy_gateway, tmp_path, GATEWAY_OTEL_RELAY=setting, HOW=how))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(relayed)]
+    assert len(healthy_gateway.records(rid)) == 2
 
 
 def test_when_the_relay_dies_the_app_delivers_in_its_own_process(healthy_gateway: Gateway, tmp_path: Path) -> None:

@@ -45,8 +45,9 @@ class Settings:
     #: Records per batch request.
     batch_size: int = 500
     #: Build and send records in a helper process of their own (the relay), so that the
-    #: app's threads only hand them over: for services that keep a core busy.
-    relay: bool = False
+    #: app's threads only hand them over. ``None``: in a process that serves requests through the
+    #: context middleware (``instrument_app``), from its first request on; else not.
+    relay: bool | None = None
     #: Seconds a record may wait for others to fill its batch (with ``batch``), as the SDK's
     #: ``BatchSpanProcessor`` schedules its exports: fewer, fuller requests under load.
     batch_linger: float = 0.05
@@ -95,8 +96,10 @@ def _convert(field: dataclasses.Field[Any], option: str, raw: Any) -> Any:
             text = str(raw).strip().lower()
             if text in _TRUE:
                 return True
+            if text == "" and kind != "bool":
+                return None  # set but empty: the default decides
             if text in _FALSE:
-                return False if kind == "bool" else None
+                return False
             raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
         if kind == "int":
             value: Any = int(raw)

@@ -9,6 +9,7 @@ in all cases.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -27,7 +28,7 @@ from . import _attributes as attrs
 from ._client import GatewayClient, default_client
 from ._context import attach, detach, get_current, identity, with_identity, without_identity
 from ._errors import AuthorizationException, GatewayUnavailableError
-from ._pipeline import Pipeline, current
+from ._pipeline import Pipeline, current, force_flush
 from ._server_span import end_server_span, start_server_span
 from ._span import _TRACE_ID, _VALID
 from .logging import request_started
@@ -251,13 +252,15 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
         # One coroutine for the whole request (measured: every frame and call on this path is paid
         # once per request, and under load each costs about twice what it does in a loop).
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _flush_at_shutdown(send) if scope["type"] == "lifespan" else send)
             return
         if self._first:  # one flag read a request for the first request's work
             self._first = False
             if self._freeze_gc:
                 _freeze_startup_objects()
-            _quiet_fastapi_tracing(scope.get("app"), current())
+            pipeline = current()
+            pipeline.delivery.serving = True  # a service: the relay delivers, unless configured otherwise
+            _quiet_fastapi_tracing(scope.get("app"), pipeline)
         started = request_started.set(time.perf_counter())
         span = None
         status: int | None = None
@@ -308,6 +311,23 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             if span is not None:
                 end_server_span(span, scope, status, error)
             request_started.reset(started)
+
+
+def _flush_at_shutdown(send: Send) -> Send:
+    """``send`` for the lifespan scope: before the app says its shutdown is complete, every record
+    so far is delivered or spooled (within ``shutdown_timeout``).
+
+    Measured need: uvicorn ends a SIGTERM'd server by raising the signal again once the lifespan
+    shutdown is complete, which ends the process at once, without ``atexit``: the records of the
+    last half second before the signal (the relay's first ones, while it comes up) were lost.
+    """
+
+    async def flushing_send(message: Message) -> None:
+        if message["type"] == "lifespan.shutdown.complete":
+            await asyncio.get_running_loop().run_in_executor(None, force_flush)
+        await send(message)
+
+    return flushing_send
 
 
 class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
