@@ -317,9 +317,10 @@ def _flush_at_shutdown(send: Send) -> Send:
     """``send`` for the lifespan scope: before the app says its shutdown is complete, every record
     so far is delivered or spooled (within ``shutdown_timeout``).
 
-    Measured need: uvicorn ends a SIGTERM'd server by raising the signal again once the lifespan
-    shutdown is complete, which ends the process at once, without ``atexit``: the records of the
-    last half second before the signal (the relay's first ones, while it comes up) were lost.
+    uvicorn ends a SIGTERM'd server by raising the signal again once the lifespan shutdown is
+    complete, which ends the process at once, without ``atexit``: without this, the records of the
+    last half second before the signal (the relay's first ones, while it comes up) were lost
+    (``test_a_service_stopped_with_sigterm_right_after_its_requests_loses_nothing``).
     """
 
     async def flushing_send(message: Message) -> None:
