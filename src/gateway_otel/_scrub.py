@@ -148,15 +148,12 @@ class Scrubber:
         # The extras only when configured: no generator per call on the default policy.
         return bool(self._patterns) and any(pattern.search(text) is not None for pattern in self._patterns)
 
-    def redact_json(self, data: bytes) -> bytes:
-        """Serialized JSON with every secret redacted (parsed, scrubbed, serialized again)."""
-        return orjson.dumps(self.scrub(orjson.loads(data)))
-
-    def scrub_json(self, data: bytes) -> bytes:
-        """Serialized JSON with every secret redacted; returns ``data`` itself when nothing is suspect."""
-        if not self.suspects(data.decode("utf-8", errors="replace")):
+    def scrub_json(self, data: bytes, text: str | None = None) -> bytes:
+        """Serialized JSON with every secret redacted; returns ``data`` itself when nothing is suspect.
+        ``text``: ``data`` decoded, when the caller has it already."""
+        if not self.suspects(data.decode("utf-8", errors="replace") if text is None else text):
             return data
-        return self.redact_json(data)
+        return orjson.dumps(self.scrub(orjson.loads(data)))
 
 
 #: The policy in force; ``configure()`` replaces it with one that has the configured extras.

@@ -137,12 +137,11 @@ def to_json(value: Any, cap: int, scrubber: Scrubber | None = None) -> str:
         data = orjson.dumps(value, default=_default, option=_OPTIONS)
     except Exception:
         data = _dumps_carefully(value)
-    scrubber = scrubber or default_scrubber
     text = data.decode("utf-8")  # orjson writes UTF-8; the look for secrets reads the text
-    if scrubber.suspects(text):
-        data = scrubber.redact_json(data)
-    elif len(data) <= cap:
+    scrubbed = (scrubber or default_scrubber).scrub_json(data, text)
+    if scrubbed is data and len(data) <= cap:
         return text  # most payloads: no secret, within the cap, decoded once
+    data = scrubbed
     if len(data) > cap:
         data = capped(data, cap)
     return data.decode("utf-8")
