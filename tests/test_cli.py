@@ -59,6 +59,7 @@ def test_demo_shows_at_least_five_request_trees(demo: tuple[Path, str]) -> None:
     assert len(request_ids(output)) >= 5
     for expected in ("summarize", "tokenize", "translate", "stream_answer", "embed", "HTTP 401", "not billed (failed)"):
         assert expected in output, expected
+    assert re.search(r"failing translation \(bob\)\s+-> HTTP 422", output), output  # an error, not a 200
 
 
 def test_demo_worker_reports_from_a_process_of_its_own_under_the_edges_request(demo: tuple[Path, str]) -> None:

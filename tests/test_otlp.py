@@ -22,7 +22,7 @@ from conftest import Gateway, billing_script, run_script
 
 
 def test_otlp_json_operation_spans_become_the_exporters_records(
-    healthy_gateway: Gateway, captured_records: Any, flush: Any
+    healthy_gateway: Gateway, captured_spans: Any, flush: Any
 ) -> None:
     rid = uuid.uuid4().hex
 
@@ -37,7 +37,7 @@ def test_otlp_json_operation_spans_become_the_exporters_records(
         trace_id_context.reset(token)
     flush()
     direct = {r["uuid"]: r for r in healthy_gateway.wait_records(rid, 2)}
-    (span,) = [s for s in captured_records.spans if s.name == "charge"]
+    (span,) = [s for s in captured_spans.get_finished_spans() if s.name == "charge"]
     attributes = [
         {"key": key, "value": {"boolValue": value} if isinstance(value, bool) else {"stringValue": str(value)}}
         for key, value in span.attributes.items()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from rich.console import Console
@@ -81,8 +81,8 @@ def edge_app() -> FastAPI:
     async def translate_endpoint(body: dict[str, Any]) -> dict[str, Any]:
         try:
             return {"translation": translate(body["text"], body["target"])}
-        except ValueError as exc:
-            return {"error": str(exc)}
+        except ValueError as exc:  # the operation failed (its record says so): the caller asked for too much
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
 
     @app.get("/v1/stream")
     async def stream_endpoint(prompt: str) -> StreamingResponse:
@@ -172,7 +172,7 @@ def run(console: Console, workdir: Path) -> int:
                         f"  {what:34s} -> HTTP {response.status_code}  X-Request-ID {response.headers['x-request-id']}",
                         soft_wrap=True,
                     )
-                    if response.status_code == 200:
+                    if response.status_code != 401:  # a rejected token makes no records
                         request_ids.append((what, response.headers["x-request-id"]))
                 status.update("waiting for delivery")
                 force_flush(20)

@@ -17,3 +17,13 @@ class AuthorizationException(GatewayOtelError):
 
 class GatewayUnavailableError(GatewayOtelError):
     """The gateway could not be reached or answered with a server error."""
+
+
+def missing_extra(extra: str, what: str, cause: ImportError) -> ImportError:
+    """The ``ImportError`` for a part of the package whose extra is not installed: it names the extra
+    and the install line (the module that was missing is kept as ``name``)."""
+    error = ImportError(
+        f"{what} needs gateway-otel[{extra}]: pip install 'gateway-otel[{extra}]' (missing module: {cause.name})",
+        name=cause.name,
+    )
+    return error

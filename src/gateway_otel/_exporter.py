@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -12,9 +12,20 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from . import _attributes as attrs
-from ._delivery import Delivery
+from ._delivery import Builder
 from ._records import IN, OUT, build_record
 from ._span import LeanSpan
+
+
+class RecordSink(Protocol):
+    """Where an exporter's records go: the process's ``Delivery``, or a test's capture."""
+
+    def submit(self, build: Builder, item: Any) -> None: ...
+
+    def force_flush(self, timeout: float | None = None) -> bool: ...
+
+    def shutdown(self, timeout: float | None = None) -> None: ...
+
 
 #: Every exporter made so far; ``configure()`` quiets those the OTel SDK made from the entry
 #: point, because its own processor then produces the same records without a bounded queue.
@@ -120,7 +131,7 @@ class GatewaySpanExporter(SpanExporter):
             reports it at span start).
     """
 
-    def __init__(self, delivery: Delivery | None = None, *, in_records: bool = True) -> None:
+    def __init__(self, delivery: RecordSink | None = None, *, in_records: bool = True) -> None:
         self._delivery = delivery
         self._in_records = in_records
         self._quiet = False
@@ -132,7 +143,7 @@ class GatewaySpanExporter(SpanExporter):
         """Stop exporting: another part of the pipeline reports the same spans."""
         self._quiet = True
 
-    def delivery(self) -> Delivery:
+    def delivery(self) -> RecordSink:
         if self._delivery is None:
             from ._pipeline import current  # the pipeline builds exporters: import at use
 

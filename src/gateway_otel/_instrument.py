@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
-
-from starlette.applications import Starlette
+from typing import TYPE_CHECKING, TypeVar
 
 from ._client import GatewayClient
 from ._pipeline import current
 from .logging import install as install_log_correlation
 from .middleware import HttpContextMiddleware, fastapi_telemetry
 
-AppT = TypeVar("AppT", bound=Starlette)  # a FastAPI or Starlette app
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+AppT = TypeVar("AppT", bound="Starlette")  # a FastAPI or Starlette app
 
 
 def instrument_app(

@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from ._attributes import service_name
+from ._attributes import guess_service_name, service_name
 from ._delivery import Delivery
 from ._exporter import GatewaySpanExporter, _instances
 from ._processor import OperationSpanProcessor
@@ -104,7 +104,7 @@ def _provider() -> tuple[TracerProvider, bool]:
     current_provider = trace.get_tracer_provider()
     if isinstance(current_provider, TracerProvider):
         return current_provider, False
-    provider = TracerProvider(resource=Resource.create())
+    provider = TracerProvider(resource=_resource())
     if isinstance(current_provider, trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
     else:
@@ -114,6 +114,20 @@ def _provider() -> tuple[TracerProvider, bool]:
             type(current_provider).__name__,
         )
     return provider, True
+
+
+def _resource() -> Resource:
+    """The SDK's resource from ``OTEL_*``; without a service name there, one guessed from what runs
+    (said once at INFO), so that records do not all say ``unknown_service:python``."""
+    resource = Resource.create()
+    if not service_name(resource.attributes).startswith("unknown_service"):
+        return resource
+    guess = guess_service_name()
+    if guess is None:
+        return resource
+    name, source = guess
+    logger.info("gateway-otel: service name %r taken from %s; set OTEL_SERVICE_NAME to choose it", name, source)
+    return resource.merge(Resource({"service.name": name}))
 
 
 def _make_billing_safe(provider: TracerProvider) -> None:

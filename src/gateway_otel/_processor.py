@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ._delivery import Builder
 from ._exporter import GatewaySpanExporter, in_record, operation_data, out_record
 
 
@@ -23,6 +26,10 @@ class OperationSpanProcessor(SpanProcessor):
         """Report through ``exporter`` from now on (``configure()`` called again)."""
         self.exporter = exporter
         self._submit = exporter.delivery().submit
+
+    def submit(self, build: Builder, item: Any) -> None:
+        """Queue a record made by hand (``submit_log``) where the operation spans' records go."""
+        self._submit(build, item)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         data = operation_data(span)

@@ -268,6 +268,7 @@ class Relay:
             self._gone = True
             self._ready.set()
             self._answer_all(False)
+            stdout.close()  # this thread is the pipe's only reader
 
     def _answer_all(self, flushed: bool) -> None:
         with self._lock:

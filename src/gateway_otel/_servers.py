@@ -61,7 +61,9 @@ def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
 class GatewayProcess:
     """A reference gateway running in a subprocess, and a client to look into it."""
 
-    def __init__(self, directory: Path, *, faults: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, faults: bool = True, port: int | None = None, config: Path | None = None
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -69,6 +71,8 @@ class GatewayProcess:
         args = [sys.executable, "-m", "gateway_otel.gateway", "--port", str(self.port), "--db", str(self.db), "--demo"]
         if faults:
             args.append("--faults")
+        if config is not None:
+            args += ["--config", str(config)]
         self.log = open(directory / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)  # noqa: S603 - our own argv
         wait_for_port(self.port, process=self.process)

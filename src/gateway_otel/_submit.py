@@ -28,7 +28,7 @@ def submit_log(record: OperationLog | Mapping[str, Any]) -> None:
     payload.setdefault("callerId", bag.get(attrs.CALLER_ID) or ANONYMOUS)
     payload.setdefault("requestUrl", bag.get(attrs.REQUEST_URL) or "")
     payload.setdefault("startTimeMillis", time.time_ns() // 1_000_000)
-    current().delivery.submit(_prepare, payload)
+    current().processor.submit(_prepare, payload)
 
 
 def _prepare(payload: dict[str, Any]) -> dict[str, Any]:

@@ -7,17 +7,22 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import orjson
-import typer
-from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
 
+from ._errors import missing_extra
 from ._settings import load_settings
 from ._spool import Spool
+
+try:
+    import typer
+    from rich.console import Console
+    from rich.table import Table
+    from rich.tree import Tree
+except ImportError as exc:
+    raise missing_extra("cli", "the gateway-otel command", exc) from exc
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -145,6 +150,14 @@ def _host(host: str | None) -> str:
     return value.rstrip("/")
 
 
+def _needs_extra(extra: str, what: str, exc: ImportError) -> NoReturn:
+    """Say which extra a command needs (the module missing is not the package's own), exit 1."""
+    if exc.name is None or exc.name.startswith("gateway_otel"):
+        raise exc
+    console.print(str(missing_extra(extra, what, exc)), style="red", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -157,7 +170,10 @@ def gateway(
     demo: Annotated[bool, typer.Option(help="also know the demo callers alice and bob")] = False,
 ) -> None:
     """Run the reference gateway."""
-    from .gateway import run
+    try:
+        from .gateway import run
+    except ImportError as exc:
+        _needs_extra("gateway", "gateway-otel gateway", exc)
 
     console.print(f"reference gateway on http://{host}:{port}  (db: {db or 'temporary'})")
     run(host, port, db=db, config=config, demo=demo, log_level="info")
@@ -253,8 +269,10 @@ def demo(
     keep: Annotated[Path | None, typer.Option(help="keep the gateway database and spool in this directory")] = None,
 ) -> None:
     """The whole path on one machine: reference gateway, instrumented services, sample calls, records."""
-    from . import _demo
-
+    try:
+        from . import _demo
+    except ImportError as exc:
+        _needs_extra("demo", "gateway-otel demo", exc)
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         _demo.run(console, keep)

@@ -14,10 +14,14 @@ import logging
 import sys
 from typing import Any
 
-from uvicorn_worker import UvicornWorker
-
+from ._errors import missing_extra
 from ._pipeline import current
 from .logging import AccessFormatter, install
+
+try:
+    from uvicorn_worker import UvicornWorker
+except ImportError as exc:
+    raise missing_extra("gunicorn", "gateway_otel.gunicorn", exc) from exc
 
 __all__ = ["GatewayOtelWorker"]
 

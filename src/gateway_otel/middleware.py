@@ -16,13 +16,12 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _attributes as attrs
 from ._client import GatewayClient, default_client
@@ -32,6 +31,9 @@ from ._pipeline import Pipeline, current, force_flush
 from ._server_span import end_server_span, start_server_span
 from ._span import _TRACE_ID, _VALID
 from .logging import request_started
+
+if TYPE_CHECKING:  # pure ASGI: starlette's names for its types, no import at run time
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["HttpContextMiddleware", "WebSocketHttpContextMiddleware", "sane_request_id"]
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from ._app import Faults, Record, create_app
-from ._server import run
-from ._store import DEMO_CALLERS, Store, read_config
+from .._errors import missing_extra
+
+try:
+    from ._app import Faults, Record, create_app
+    from ._server import run
+    from ._store import DEMO_CALLERS, Store, read_config
+except ImportError as exc:
+    if exc.name is None or exc.name.startswith("gateway_otel"):
+        raise
+    raise missing_extra("gateway", "the reference gateway", exc) from exc
 
 __all__ = ["DEMO_CALLERS", "Faults", "Record", "Store", "create_app", "read_config", "run"]
