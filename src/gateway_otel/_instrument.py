@@ -25,6 +25,7 @@ def instrument_app(
     server_spans: bool = True,
     log_correlation: bool = True,
     freeze_gc: bool = True,
+    error_body: bool = True,
 ) -> AppT:
     """Server spans (OTel HTTP semantic conventions), the context middleware with auth, the request id
     header and log correlation, on a FastAPI or Starlette app. Returns the app.
@@ -42,6 +43,9 @@ def instrument_app(
         freeze_gc: at the first request, ``gc.collect()`` then ``gc.freeze()`` (once per process), so
             that the garbage collector's full collections scan only what requests allocate, not the
             whole app (measured: a quarter to a half off the p99 under load; ``benchmarks/README.md``).
+        error_body: an exception no handler of the app's answers is a 500 whose JSON body holds the
+            request id (``{"code": 500, "msg": ..., "data": null, "requestId": ...}``); ``False``:
+            Starlette's plain-text 500. Either carries ``X-Request-ID``.
     """
     current()  # configured before the first request
     telemetry = fastapi_telemetry(app)
@@ -57,6 +61,7 @@ def instrument_app(
         trust_upstream=trust_upstream,
         server_spans=server_spans,
         freeze_gc=freeze_gc,
+        error_body=error_body,
     )
     if log_correlation:
         install_log_correlation()

@@ -61,6 +61,7 @@ def end_server_span(span: Span, scope: Mapping[str, Any], status: int | None, er
     if error is not None:
         span.set_attribute("error.type", type(error).__qualname__)
         span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+        span.record_exception(error)
     elif status is not None and status >= 500:
         span.set_attribute("error.type", str(status))
         span.set_status(Status(StatusCode.ERROR))

@@ -1,12 +1,15 @@
 """Log correlation: request id, trace id, span id and caller id on every log record.
 
-``install()`` adds them to every record made from then on (``%(request_id)s`` and friends work
-in any format); ``RequestContextFilter`` does the same for one handler or logger; ``AccessFormatter``
-is a uvicorn access-log formatter showing the request id and the request's duration.
+Importing the package gives every log record these fields as ``-``, and ``install()`` fills them
+from the current request from then on (``%(request_id)s`` and friends work in any format, before
+and after the set-up, inside and outside requests); ``RequestContextFilter`` does the same for one
+handler or logger; ``AccessFormatter`` is a uvicorn access-log formatter showing the request id and
+the request's duration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from contextvars import ContextVar
@@ -14,6 +17,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.baggage import get_all as get_baggage
+from opentelemetry.context import Context
 
 from . import _attributes as attrs
 
@@ -21,12 +25,23 @@ __all__ = ["AccessFormatter", "AccessScrubFilter", "RequestContextFilter", "inst
 
 #: ``perf_counter()`` when the current request arrived (set by the context middleware).
 request_started: ContextVar[float | None] = ContextVar("gateway_otel_request_started", default=None)
+#: The attribute under which an exception that left a request keeps that request's context.
+_CONTEXT_OF_EXCEPTION = "_gateway_otel_context"
 _installed = False
+_correlate = False
 
 
-def _annotate(record: logging.LogRecord) -> None:
-    bag = get_baggage()
-    span_context = trace.get_current_span().get_span_context()
+def remember_context(exc: BaseException, ctx: Context) -> None:
+    """Keep the request's context on an exception leaving it: the server logs the exception after the
+    request's context is gone (uvicorn's ``Exception in ASGI application``), and its log line should
+    still name the request."""
+    with contextlib.suppress(AttributeError, TypeError):  # an exception type with ``__slots__``
+        setattr(exc, _CONTEXT_OF_EXCEPTION, ctx)
+
+
+def _annotate(record: logging.LogRecord, ctx: Context | None = None) -> None:
+    bag = get_baggage(ctx)
+    span_context = trace.get_current_span(ctx).get_span_context()
     record.request_id = str(bag.get(attrs.REQUEST_ID) or "-")
     record.caller_id = str(bag.get(attrs.CALLER_ID) or "-")
     if span_context.is_valid:
@@ -34,13 +49,38 @@ def _annotate(record: logging.LogRecord) -> None:
         record.span_id = format(span_context.span_id, "016x")
     else:
         record.trace_id = record.span_id = "-"
+    if ctx is None and not bag and record.exc_info:
+        remembered = getattr(record.exc_info[1], _CONTEXT_OF_EXCEPTION, None)
+        if isinstance(remembered, Context):
+            _annotate(record, remembered)
+
+
+def _blank(record: logging.LogRecord) -> None:
+    record.request_id = record.caller_id = record.trace_id = record.span_id = "-"
+
+
+def _install_record_factory() -> None:
+    """Every log record made from now on has ``request_id``, ``trace_id``, ``span_id`` and
+    ``caller_id``: the current request's once ``install()`` ran, ``-`` before, so that a format
+    naming them never fails on a record made outside a request or before the set-up."""
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _correlate:
+            _annotate(record)
+        else:
+            _blank(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 class RequestContextFilter(logging.Filter):
     """Adds ``request_id``, ``trace_id``, ``span_id`` and ``caller_id`` to each record it sees."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
+        if getattr(record, "request_id", "-") == "-":  # made outside a request, or before install()
             _annotate(record)
         return True
 
@@ -59,19 +99,15 @@ class AccessScrubFilter(logging.Filter):
 
 def install() -> None:
     """Annotate every log record made from now on, and scrub uvicorn's access lines (idempotent)."""
-    global _installed
+    global _installed, _correlate
+    _correlate = True
     if _installed:
         return
     _installed = True
     logging.getLogger("uvicorn.access").addFilter(AccessScrubFilter())
-    previous = logging.getLogRecordFactory()
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        _annotate(record)
-        return record
 
-    logging.setLogRecordFactory(factory)
+_install_record_factory()
 
 
 class AccessFormatter(logging.Formatter):
@@ -89,7 +125,7 @@ class AccessFormatter(logging.Formatter):
         super().__init__(fmt or self.default_format, datefmt, style)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        if not hasattr(record, "request_id"):
+        if getattr(record, "request_id", "-") == "-":  # made outside a request, or before install()
             _annotate(record)
         args = record.args if isinstance(record.args, tuple) else ()
         if len(args) == 5:

@@ -10,6 +10,7 @@ in all cases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -30,7 +31,7 @@ from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import Pipeline, current, force_flush
 from ._server_span import end_server_span, start_server_span
 from ._span import _TRACE_ID, _VALID
-from .logging import request_started
+from .logging import remember_context, request_started
 
 if TYPE_CHECKING:  # pure ASGI: starlette's names for its types, no import at run time
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,8 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 #: WebSocket close code for a policy violation (a bad token).
 POLICY_VIOLATION = 1008
+#: WebSocket close code for a server that failed while handling the connection.
+INTERNAL_ERROR = 1011
 
 
 def sane_request_id(value: str | None) -> str | None:
@@ -141,8 +144,10 @@ class _ContextMiddlewareBase:
         trust_upstream: bool | None = None,
         server_spans: bool = False,
         freeze_gc: bool = False,
+        error_body: bool = True,
     ) -> None:
         self.app = app
+        self._error_body = error_body
         self._server_spans = server_spans
         self._freeze_gc = freeze_gc
         self._first = True
@@ -232,7 +237,7 @@ def _trace_id_or_new(span: trace.Span) -> str:
 
 
 async def _json_error(send: Send, status: int, message: str, request_id: str) -> None:
-    body = orjson.dumps({"code": status, "msg": message, "data": None})
+    body = orjson.dumps({"code": status, "msg": message, "data": None, "requestId": request_id})
     await send(
         {
             "type": "http.response.start",
@@ -304,6 +309,12 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             token = attach(ctx)
             try:
                 await self.app(scope, receive, send_with_request_id)
+            except Exception as exc:
+                remember_context(exc, ctx)  # for the server's log line of it, made outside the request
+                if status is None:  # nothing answered yet: the 500 is answered here, in the request's context
+                    status = 500
+                    await _error_response(scope, receive, send, send_with_request_id, exc, request_id, self._error_body)
+                raise
             finally:
                 detach(token)
         except BaseException as exc:
@@ -313,6 +324,42 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             if span is not None:
                 end_server_span(span, scope, status, error)
             request_started.reset(started)
+
+
+async def _error_response(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    send_with_request_id: Send,
+    exc: Exception,
+    request_id: str,
+    json_body: bool,
+) -> None:
+    """Answer an exception that the app left unanswered, as Starlette's outermost middleware would
+    (the app's own handler for 500 or ``Exception``, its debug page), but from inside the request's
+    context, so that the response carries ``X-Request-ID`` and the server's access line the request's
+    ids. With no handler of the app's: a small JSON body holding the request id (``error_body``)."""
+    app = scope.get("app")
+    handlers = getattr(app, "exception_handlers", None) or {}
+    handler = handlers.get(500) or handlers.get(Exception)
+    debug = bool(getattr(app, "debug", False))
+    if handler is None and not debug and json_body:
+        await _json_error(send, 500, "Internal Server Error", request_id)
+        return
+    try:
+        from starlette.middleware.errors import ServerErrorMiddleware
+    except ImportError:  # a bare ASGI app with no framework installed
+        await _json_error(send, 500, "Internal Server Error", request_id)
+        return
+
+    async def reraise(scope: Scope, receive: Receive, send: Send) -> None:
+        raise exc
+
+    try:
+        await ServerErrorMiddleware(reraise, handler=handler, debug=debug)(scope, receive, send_with_request_id)
+    except Exception as again:  # it answers, then raises the exception again, as it always does
+        if again is not exc:
+            raise
 
 
 def _flush_at_shutdown(send: Send) -> Send:
@@ -354,9 +401,23 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
                 await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid token"})
                 return
         ctx, _ = self._identity(current(), scope, headers, caller_id, get_current())
+        state = {"websocket.accept": False, "websocket.close": False}
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] in state:
+                state[message["type"]] = True
+            await send(message)
+
         token_ctx = attach(ctx)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            remember_context(exc, ctx)  # the server logs it outside the request's context
+            if state["websocket.accept"] and not state["websocket.close"]:
+                # The peer learns that the server failed (1011), not that the connection broke (1006).
+                with contextlib.suppress(Exception):
+                    await send({"type": "websocket.close", "code": INTERNAL_ERROR, "reason": "internal error"})
+            raise
         finally:
             detach(token_ctx)
 
