@@ -20,6 +20,8 @@ VALIDATE_PATH = "/v1/openapi/validate/tokens"
 SUPPORT_MODEL_PATH = "/v1/openapi/support/model"
 BALANCE_PATH = "/v1/openapi/check/account/balance"
 MAX_CACHED_TOKENS = 10_000
+#: Longest token sent to the gateway: a longer one is malformed (gateways refuse headers of this size).
+MAX_TOKEN_CHARS = 8192
 
 
 def token_key(token: str) -> bytes:
@@ -121,14 +123,28 @@ class GatewayClient:
 
     @staticmethod
     def _data(response: httpx.Response) -> Any:
-        if response.status_code in (401, 403):
-            raise AuthorizationException("invalid token")
-        if response.status_code >= 400:
+        """The ``data`` of a well-formed success; fails closed: a refusal, an error envelope or an
+        answer that is not the envelope is ``AuthorizationException``, a server error or an
+        unreachable gateway ``GatewayUnavailableError``."""
+        if response.status_code >= 500:
             raise GatewayUnavailableError(f"gateway answered HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise AuthorizationException("invalid token")
         try:
-            return response.json()["data"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise GatewayUnavailableError(f"gateway answered something else than its envelope: {exc!r}") from None
+            envelope = response.json()
+            code, data = envelope.get("code", 0), envelope["data"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise AuthorizationException("the gateway's answer is not its envelope") from None
+        if code not in (0, 200):
+            raise AuthorizationException("invalid token")
+        return data
+
+    @classmethod
+    def _caller_of(cls, data: Any) -> str:
+        """The caller id the gateway confirmed; anything but a non-empty string confirms no one."""
+        if not isinstance(data, str) or not data:
+            raise AuthorizationException("invalid token")
+        return data
 
     async def _aget(self, path: str, token: str, params: dict[str, Any] | None = None) -> Any:
         try:
@@ -153,6 +169,8 @@ class GatewayClient:
             return None
         if not token:
             raise AuthorizationException("missing token")
+        if len(token) > MAX_TOKEN_CHARS or not (token.isascii() and token.isprintable()):
+            raise AuthorizationException("malformed token")
         return token, token_key(token)
 
     def _cached_caller(self, authorization: str | None) -> str | None:
@@ -198,7 +216,7 @@ class GatewayClient:
 
     async def _alookup(self, token: str, key: bytes) -> str:
         try:
-            caller = str(await self._aget(VALIDATE_PATH, token))
+            caller = self._caller_of(await self._aget(VALIDATE_PATH, token))
         except AuthorizationException:
             self._remember(key, None)
             raise
@@ -232,7 +250,7 @@ class GatewayClient:
 
     def _lookup(self, token: str, key: bytes) -> str:
         try:
-            caller = str(self._get(VALIDATE_PATH, token))
+            caller = self._caller_of(self._get(VALIDATE_PATH, token))
         except AuthorizationException:
             self._remember(key, None)
             raise

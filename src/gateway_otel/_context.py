@@ -104,6 +104,10 @@ class ContextField:
 
     def set(self, value: object) -> ContextToken:
         previous = self.get()
+        if self.key == attrs.REQUEST_URL and value is not None:
+            from ._pipeline import current  # the pipeline imports this module: import at use
+
+            value = current().scrubber.scrub_url(str(value))  # secrets never enter the context
         new = _with_entry(get_current(), self.key, value)
         return ContextToken(self.key, previous, new, attach(new))
 

@@ -1,10 +1,13 @@
 """The one scrubbing policy: secrets never leave the process.
 
-Names that hold secrets (authorization, token, password, secret, api key, cookie, session,
-credential, private key; case and separator insensitive) have their values replaced by
-``"[REDACTED]"`` wherever they appear: argument names, dict keys, headers, URL query parameters.
-``Bearer`` credentials inside strings are redacted too. A number under a name that says
-``tokens`` (``tokens``, ``max_tokens``, ``total_tokens``) counts tokens and is kept.
+Names that hold secrets (authorization, token, password, secret, api key, key, cookie, session,
+credential, private key; case and separator insensitive, percent-encoded or not) have their values
+replaced by ``"[REDACTED]"`` wherever they appear: argument names, mapping keys (dicts, headers
+objects, query parameters), ``(name, value)`` pairs, URL query parameters, and inside text (JSON,
+Python reprs, forms, ``name: value``). ``Bearer`` / ``Basic`` credentials and the user info of URLs
+(``scheme://user:password@host``) are redacted wherever they occur; a URL keeps its shape. A
+number under a name that says ``tokens`` (``tokens``, ``max_tokens``, ``total_tokens``) counts
+tokens and is kept.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -33,7 +36,7 @@ _SECRET_WORDS = (
     "accesskey",
     "signature",
 )
-_SECRET_EXACT = frozenset({"auth", "jwt", "otp"})
+_SECRET_EXACT = frozenset({"auth", "jwt", "otp", "key"})
 #: Names that match a secret word but count things rather than hold secrets (LLM parameters).
 _DEFAULT_ALLOW = frozenset(
     {"maxtokens", "maxnewtokens", "prompttokens", "completiontokens", "totaltokens", "numtokens", "tokencount"}
@@ -52,11 +55,18 @@ _SUSPECT_WORDS = (
     "auth", "passw", "pwd", "secret", "session", "signature", "cookie", "credential", "bearer", "basic",
     '"jwt"', '"otp"',
 )  # fmt: skip
-_SUSPECT_KEY = re.compile(r"(?:api|access|private).?key")
+_SUSPECT_KEY = re.compile(r"(?:api|access|private).?key|(?<![a-z0-9])key(?![a-z0-9])")
 _SUSPECT_TOKEN = re.compile(r'token(?!s[^"\\]*":-?[0-9])')
 _BEARER = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}")
-#: ``name=value`` in URL queries and free text, ``name: value`` in free text.
-_NAMED_VALUE = re.compile(r"""((?:^|(?<=[?&;,\s({\[]))([A-Za-z0-9_.\-]+)(?:=|:\s*))("[^"]*"|'[^']*'|[^?&#\s,;)}\]]*)""")
+#: ``name=value`` in URL queries, forms and free text, ``name: value`` in free text, and both with the
+#: name quoted (``"name": "value"`` in JSON text, ``'name': 'value'`` in a Python repr).
+_NAMED_VALUE = re.compile(
+    r"""(?P<pre>(?:^|(?<=[?&;,\s({\[]))(?P<q>["']?)(?P<name>[A-Za-z0-9_.%\-]+)(?P=q)\s*(?:=|:)\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^?&#\s,;)}\]]*)"""
+)
+#: The user info of a URL in text: ``postgres://bob:password@db``.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@?#]+@")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 def normalize(name: str) -> str:
@@ -95,14 +105,22 @@ class Scrubber:
         return not (type(value) in (int, float) and "tokens" in normalize(str(key)))
 
     def scrub_text(self, text: str) -> str:
-        """Redact ``Bearer`` credentials and secret query parameters inside free text."""
+        """Redact credentials, URL user info and values under secret names inside free text."""
         text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+        if "@" in text and "://" in text:
+            text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
         if "=" in text or ":" in text:
             text = _NAMED_VALUE.sub(self._named_repl, text)
         return text
 
     def _named_repl(self, match: re.Match[str]) -> str:
-        return match.group(1) + REDACTED if self.is_secret(match.group(2)) else match.group(0)
+        name, value = match.group("name"), match.group("value")
+        if not self.is_secret(unquote(name)):
+            return match.group(0)
+        if "tokens" in normalize(name) and _NUMBER.fullmatch(value):
+            return match.group(0)  # a count of tokens
+        quote = value[0] if value[:1] in ('"', "'") else ""
+        return f"{match.group('pre')}{quote}{REDACTED}{quote}"
 
     def scrub_url(self, url: str) -> str:
         """The URL with secret query parameters and user info redacted."""
@@ -129,6 +147,8 @@ class Scrubber:
         if isinstance(value, dict):
             return {key: REDACTED if self._redacted(key, item) else self.scrub(item) for key, item in value.items()}
         if isinstance(value, list):
+            if len(value) == 2 and isinstance(value[0], str) and self._redacted(value[0], value[1]):
+                return [value[0], REDACTED]  # a (name, value) pair: a header, a form field
             return [self.scrub(item) for item in value]
         if isinstance(value, str):
             return self.scrub_text(value)
@@ -138,6 +158,10 @@ class Scrubber:
         """Whether serialized JSON ``text`` may hold a secret (``False``: it holds none of the secret
         words, nor a match of a configured pattern, and needs no scrubbing)."""
         low = text.lower()
+        if "%" in low:
+            low = unquote(low)  # percent-encoded names (``access%5Ftoken``)
+        if "://" in low and "@" in low and _USERINFO.search(low) is not None:
+            return True
         for word in _SUSPECT_WORDS:
             if word in low:
                 return True

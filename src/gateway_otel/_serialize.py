@@ -44,6 +44,11 @@ def _default(value: Any) -> Any:
             return model_dump(mode="json")
         except Exception:
             return safe_repr(value)
+    if isinstance(value, Mapping):  # headers objects, query parameters: scrubbed as mappings
+        try:
+            return {key if isinstance(key, str) else safe_str(key): item for key, item in value.items()}
+        except Exception:
+            return safe_repr(value)
     if isinstance(value, (set, frozenset)):
         return list(value)
     if isinstance(value, (bytes, bytearray, memoryview)):

@@ -112,13 +112,18 @@ class Spool:
         if self._conn is None or self._pid != os.getpid():
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             with _setting_up(self.directory):
+                # Made 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode
+                # of the database file.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 # WAL is a property of the file: the first process to open it sets it.
                 if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
-                os.chmod(self.path, 0o600)
+                for path in (str(self.path), f"{self.path}-wal", f"{self.path}-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(path, 0o600)  # a spool made by an older version or another umask
             self._conn, self._pid = conn, os.getpid()
             self._owner = _owner_id()
         return self._conn

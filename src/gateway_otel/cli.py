@@ -19,6 +19,7 @@ from ._spool import Spool
 try:
     import typer
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from rich.tree import Tree
 except ImportError as exc:
@@ -33,6 +34,14 @@ HostOption = Annotated[
 
 
 # -- rendering --------------------------------------------------------------------------------
+
+#: Control characters (C0, DEL, C1) shown as escapes: a record's text must not drive the terminal.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def plain(value: object) -> str:
+    """A record's value as text for a rich string: markup escaped, control characters shown as escapes."""
+    return escape(str(value).translate(_CONTROLS))
 
 
 def _duration(record: dict[str, Any]) -> str:
@@ -50,28 +59,28 @@ def record_tree(request_id: str, records: Sequence[dict[str, Any]]) -> Tree:
     callers = sorted({str(r["callerId"]) for r in records})
     billed = sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"])
     root = Tree(
-        f"[bold]request[/] {request_id}  [dim]caller[/] {', '.join(callers)}  "
+        f"[bold]request[/] {plain(request_id)}  [dim]caller[/] {plain(', '.join(callers))}  "
         f"[dim]records[/] {len(records)}  [dim]billed[/] {billed}"
     )
     nodes: dict[str, Tree] = {}
 
     def label(entry: dict[str, Any]) -> str:
         record = entry["out"] or entry["in"]
-        parts = [f"[bold]{record['opType']}[/]"]
+        parts = [f"[bold]{plain(record['opType'])}[/]"]
         service = (record.get("extraInfo") or {}).get("service")
         if service:
-            parts.append(f"[dim]{service}[/]")
+            parts.append(f"[dim]{plain(service)}[/]")
         out = entry["out"]
         if out is None:
             parts.append("[yellow]in only (running or lost)[/]")
         else:
             status = out["operationStatus"]
-            parts.append(f"[green]{status}[/]" if status == "success" else f"[red]{status}[/]")
+            parts.append(f"[green]{status}[/]" if status == "success" else f"[red]{plain(status)}[/]")
             parts.append(_duration(out))
             if out["isCostLog"]:
                 parts.append("[magenta]billed[/]" if status == "success" else "[dim]not billed (failed)[/]")
             if out.get("errMsg"):
-                parts.append(f"[red]{out['errMsg']}[/]")
+                parts.append(f"[red]{plain(out['errMsg'])}[/]")
         if entry["in"] is None:
             parts.append("[yellow]no in record[/]")
         return "  ".join(parts)
@@ -132,7 +141,9 @@ def billing_table(stats: dict[str, Any]) -> Table:
     for column in ("caller", "billed records", "charged", "balance"):
         table.add_column(column, justify="right" if column != "caller" else "left")
     for row in stats["billing"]:
-        table.add_row(row["callerId"], str(row["billedRecords"]), f"{row['charged']:.2f}", f"{row['balance']:.2f}")
+        table.add_row(
+            plain(row["callerId"]), str(row["billedRecords"]), f"{row['charged']:.2f}", f"{row['balance']:.2f}"
+        )
     return table
 
 
@@ -184,7 +195,7 @@ def logs(request_id: str, host: HostOption = None) -> None:
     """Show a request's records as a tree."""
     records = fetch_records(_host(host), request_id)
     if not records:
-        console.print(f"no records for request {request_id}")
+        console.print(f"no records for request {plain(request_id)}")
         raise typer.Exit(1)
     console.print(record_tree(request_id, records))
 
@@ -238,12 +249,12 @@ def spool(
             for record in records:
                 payload = orjson.loads(record.body)
                 table.add_row(
-                    record.uuid,
+                    plain(record.uuid),
                     state,
-                    str(payload.get("opType")),
-                    str(payload.get("requestId")),
+                    plain(payload.get("opType")),
+                    plain(payload.get("requestId")),
                     str(record.attempts),
-                    record.last_error or "",
+                    plain(record.last_error or ""),
                 )
         console.print(table)
     elif action == "replay":

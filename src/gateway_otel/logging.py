@@ -86,15 +86,30 @@ class RequestContextFilter(logging.Filter):
 
 
 class AccessScrubFilter(logging.Filter):
-    """Redacts secret query parameters in uvicorn's access lines (``?access_token=...``)."""
+    """Redacts secrets in uvicorn's lines that name a request: its access lines (``?access_token=``)
+    and its WebSocket lines (``"WebSocket /ws?token=..." [accepted]``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+        if isinstance(args, tuple) and any(isinstance(arg, str) and ("?" in arg or "@" in arg) for arg in args):
             from ._pipeline import current
 
-            record.args = (*args[:2], current().scrubber.scrub_text(args[2]), *args[3:])
+            scrub = current().scrubber.scrub_text
+            record.args = tuple(scrub(arg) if isinstance(arg, str) else arg for arg in args)
         return True
+
+
+_scrubbing_server_lines = False
+
+
+def scrub_server_lines() -> None:
+    """Scrub uvicorn's access and error lines from now on (idempotent): both middlewares call it."""
+    global _scrubbing_server_lines
+    if _scrubbing_server_lines:
+        return
+    _scrubbing_server_lines = True
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(AccessScrubFilter())
 
 
 def install() -> None:
@@ -104,7 +119,7 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    logging.getLogger("uvicorn.access").addFilter(AccessScrubFilter())
+    scrub_server_lines()
 
 
 _install_record_factory()

@@ -31,7 +31,7 @@ from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import Pipeline, current, force_flush
 from ._server_span import end_server_span, start_server_span
 from ._span import _TRACE_ID, _VALID
-from .logging import remember_context, request_started
+from .logging import remember_context, request_started, scrub_server_lines
 
 if TYPE_CHECKING:  # pure ASGI: starlette's names for its types, no import at run time
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -148,6 +148,7 @@ class _ContextMiddlewareBase:
     ) -> None:
         self.app = app
         self._error_body = error_body
+        scrub_server_lines()  # the request line holds the query string, secrets and all
         self._server_spans = server_spans
         self._freeze_gc = freeze_gc
         self._first = True
@@ -195,7 +196,7 @@ class _ContextMiddlewareBase:
             request_id = (given and sane_request_id(given)) or _trace_id_or_new(
                 trace.get_current_span(base) if span is None else span
             )
-        url = url or pipeline.scrubber.scrub_url(_url(scope, headers))
+        url = pipeline.scrubber.scrub_url(url or _url(scope, headers))
         ctx = with_identity(base, request_id=request_id, caller_id=caller_id, request_url=url, span=span)
         return ctx, request_id
 
