@@ -153,7 +153,7 @@ def test_uvicorn_lines_never_show_a_token_with_the_middlewares_added_by_hand(
                         pass
 
             asyncio.run(sockets())
-            eventually(lambda: log.read_text().count("WebSocket /ws") >= 2)
+            assert eventually(lambda: log.read_text().count("WebSocket /ws") >= 2)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)

@@ -88,7 +88,7 @@ def test_an_unhandled_exception_answers_500_with_the_request_id_everywhere(
     assert response.headers["x-request-id"] == rid
     assert response.json() == {"code": 500, "msg": "Internal Server Error", "data": None, "requestId": rid}
     # The exception's log line and the access line of the 500 name the request and its caller.
-    eventually(lambda: served.lines_with("Exception in ASGI application") and served.lines_with("/explode"))
+    assert eventually(lambda: served.lines_with("Exception in ASGI application") and served.lines_with("/explode"))
     (error,) = served.lines_with("Exception in ASGI application")
     assert f"[{rid}] [alice] [" in error and "[-]" not in error, error
     access = served.lines_with("POST /explode")
@@ -116,7 +116,7 @@ def test_a_stream_that_breaks_keeps_its_id_and_fails_its_records(served: Served,
             response.read()
     records = healthy_gateway.wait_records(rid, 2)
     assert [r["operationStatus"] for r in records if r["opLogType"] == "out"] == ["failed"]
-    eventually(lambda: served.lines_with("Exception in ASGI application"))
+    assert eventually(lambda: served.lines_with("Exception in ASGI application"))
     (error,) = served.lines_with("Exception in ASGI application")
     assert f"[{rid}] [alice]" in error, error
 
@@ -132,7 +132,7 @@ def test_a_websocket_that_fails_closes_with_1011_and_logs_its_request_id(served:
             return socket.close_code
 
     assert asyncio.run(talk()) == 1011
-    eventually(lambda: served.lines_with("Exception in ASGI application"))
+    assert eventually(lambda: served.lines_with("Exception in ASGI application"))
     (error,) = served.lines_with("Exception in ASGI application")
     assert f"[{rid}] [alice]" in error, error
 

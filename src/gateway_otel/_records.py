@@ -136,7 +136,7 @@ def build_record(
         "isCostLog": bool(attributes.get(attrs.IS_COST_LOG, False)),
         "operationStatus": status,
         "startTimeMillis": start_time_ns // 1_000_000,
-        "durationMillis": (end_time_ns - start_time_ns) // 1_000_000 if is_out and end_time_ns else 0,
+        "durationMillis": max(0, (end_time_ns - start_time_ns) // 1_000_000) if is_out and end_time_ns else 0,
         "request": _fragment(attributes.get(attrs.REQUEST), {}),
         "extraInfo": extra,
     }

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._records import encode
-from ._otlp import OtlpError, records_from_otlp
+from ._otlp import OtlpError, OtlpExport, OtlpTooLarge, records_from_otlp
 from ._store import Caller, Store, StoreResult
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -121,6 +121,22 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+def _otlp_response(export: OtlpExport, *, json: bool) -> Response:
+    """An ``ExportTraceServiceResponse``: empty, or a partial success naming the rejected spans."""
+    if json:
+        body: dict[str, Any] = {}
+        if export.rejected:
+            body["partialSuccess"] = {"rejectedSpans": str(export.rejected), "errorMessage": export.reason}
+        return Response(orjson.dumps(body), media_type="application/json")
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    message = ExportTraceServiceResponse()
+    if export.rejected:
+        message.partial_success.rejected_spans = export.rejected
+        message.partial_success.error_message = export.reason
+    return Response(message.SerializeToString(), media_type="application/x-protobuf")
 
 
 def _ok(data: Any) -> Response:
@@ -313,17 +329,17 @@ def create_app(store: Store, *, faults: Faults | None = None) -> FastAPI:
         if not body:
             return _error(400, "empty export request")
         try:
-            records = records_from_otlp(body, content_type, request.headers.get("content-encoding"))
+            export = records_from_otlp(body, content_type, request.headers.get("content-encoding"))
+        except OtlpTooLarge as exc:
+            return _error(413, str(exc))
         except OtlpError as exc:
             return _error(400, str(exc))
-        if records:
+        if export.records:
             try:
-                store.add_records([orjson.loads(encode(record)) for record in records], via="otlp")
+                store.add_records([orjson.loads(encode(record)) for record in export.records], via="otlp")
             except (UnicodeEncodeError, orjson.JSONEncodeError) as exc:
                 return _error(400, f"text that is not valid Unicode: {exc}")
-        if "json" in content_type:
-            return Response(b"{}", media_type="application/json")
-        return Response(b"", media_type="application/x-protobuf")
+        return _otlp_response(export, json="json" in content_type)
 
     @app.get("/requests/{requestId}", include_in_schema=False)
     async def request_page(requestId: str) -> Response:

@@ -3,47 +3,103 @@
 Spans carrying ``gateway.op_type`` become an ``in`` and an ``out`` record through the adapter's
 own ``build_record`` (same fields, same uuids), so a record that also arrives through the
 adapter's exporter is acknowledged once and never billed twice. Protobuf and JSON, gzip or not.
+
+The receiver takes no one's word: a compressed body inflates to ``MAX_INFLATED_BYTES`` at most
+(``OtlpTooLarge``: 413), and each span is checked on its own: a span whose ``gateway.*`` attributes
+are malformed (request or response text that is not JSON, a missing id) is rejected alone and
+counted (OTLP partial success), the others become records.
 """
 
 from __future__ import annotations
 
-import gzip
+import dataclasses
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
 
-from .._attributes import OP_TYPE
+from .._attributes import OP_TYPE, REQUEST, RESPONSE
 from .._records import IN, OUT, build_record
 
-__all__ = ["OtlpError", "records_from_otlp"]
+__all__ = ["OtlpError", "OtlpExport", "OtlpTooLarge", "records_from_otlp"]
 
 #: OTLP's status code of a failed span.
 STATUS_ERROR = 2
+#: Largest export request once decompressed (a small gzip body can inflate a thousandfold).
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
 
 
 class OtlpError(ValueError):
     """The body is not an OTLP trace export request."""
 
 
-def records_from_otlp(body: bytes, content_type: str, content_encoding: str | None) -> list[dict[str, Any]]:
-    """The records of every operation span in an OTLP ``ExportTraceServiceRequest``."""
-    if content_encoding and content_encoding.lower() == "gzip":
+class OtlpTooLarge(OtlpError):
+    """The body inflates past ``MAX_INFLATED_BYTES``."""
+
+
+@dataclasses.dataclass
+class OtlpExport:
+    """The records of an export request's operation spans, and the spans rejected (with why)."""
+
+    records: list[dict[str, Any]]
+    rejected: int = 0
+    reason: str = ""
+
+
+def _inflate(body: bytes) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+    try:
+        data = inflater.decompress(body, MAX_INFLATED_BYTES)
+    except zlib.error as exc:
+        raise OtlpError(f"bad gzip body: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise OtlpTooLarge(f"the body inflates past {MAX_INFLATED_BYTES} bytes")
+    if not inflater.eof:
+        raise OtlpError("bad gzip body: truncated")
+    return data
+
+
+def _check(span: dict[str, Any]) -> None:
+    """Raise ``ValueError`` when the span's attributes cannot make a record as they are."""
+    if not span["trace_id"] or not span["span_id"]:
+        raise ValueError("a span without a trace id or span id")
+    attributes = span["attributes"]
+    for name in (REQUEST, RESPONSE):
+        text = attributes.get(name)
+        if text is None:
+            continue
         try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError) as exc:
-            raise OtlpError(f"bad gzip body: {exc}") from None
+            orjson.loads(text)  # JSON text alone, never spliced into a record as something else
+        except (orjson.JSONDecodeError, TypeError):
+            raise ValueError(f"{name} is not JSON text") from None
+
+
+def records_from_otlp(body: bytes, content_type: str, content_encoding: str | None) -> OtlpExport:
+    """The records of every well-formed operation span in an OTLP ``ExportTraceServiceRequest``."""
+    if content_encoding and content_encoding.lower() == "gzip":
+        body = _inflate(body)
     spans = _json_spans(body) if "json" in content_type.lower() else _protobuf_spans(body)
-    records: list[dict[str, Any]] = []
+    export = OtlpExport(records=[])
     for span in spans:
+        if isinstance(span, Exception):
+            export.rejected += 1
+            export.reason = export.reason or str(span)
+            continue
         if OP_TYPE not in span["attributes"]:
             continue
+        try:
+            _check(span)
+        except (ValueError, TypeError) as exc:
+            export.rejected += 1
+            export.reason = export.reason or f"span {span['span_id']:016x}: {exc}"
+            continue
         for kind in (IN, OUT):
-            records.append(build_record(kind, **span))
-    return records
+            export.records.append(build_record(kind, **span))
+    return export
 
 
-def _protobuf_spans(body: bytes) -> Iterator[dict[str, Any]]:
+def _protobuf_spans(body: bytes) -> Iterator[dict[str, Any] | Exception]:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -73,13 +129,23 @@ def _pb_value(value: Any) -> Any:
     return getattr(value, kind) if kind in ("string_value", "bool_value", "int_value", "double_value") else None
 
 
-def _json_spans(body: bytes) -> Iterator[dict[str, Any]]:
+def _json_spans(body: bytes) -> Iterator[dict[str, Any] | Exception]:
+    """Each span of an OTLP/JSON request, or the error that makes it unreadable (for that span alone)."""
     try:
         request = orjson.loads(body)
-        for resource_spans in request.get("resourceSpans", []):
+        resource_spans_list = list(request.get("resourceSpans", []))
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+        raise OtlpError(f"not an OTLP/JSON export request: {exc!r}") from None
+    for resource_spans in resource_spans_list:
+        try:
             service = _service(_json_attributes(resource_spans.get("resource", {}).get("attributes", [])))
-            for scope_spans in resource_spans.get("scopeSpans", []):
-                for span in scope_spans.get("spans", []):
+            scope_spans_list = list(resource_spans.get("scopeSpans", []))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            yield ValueError(f"a malformed resource: {exc!r}")
+            continue
+        for scope_spans in scope_spans_list:
+            for span in scope_spans.get("spans", []) if isinstance(scope_spans, dict) else [{}]:
+                try:
                     parent = span.get("parentSpanId") or ""
                     yield {
                         "trace_id": int(span["traceId"], 16),
@@ -91,8 +157,8 @@ def _json_spans(body: bytes) -> Iterator[dict[str, Any]]:
                         "failed": int((span.get("status") or {}).get("code", 0)) == STATUS_ERROR,
                         "service": service,
                     }
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise OtlpError(f"not an OTLP/JSON export request: {exc!r}") from None
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    yield ValueError(f"a malformed span: {exc!r}")
 
 
 def _json_attributes(items: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -34,7 +34,21 @@ def run(
     log_level: str = "warning",
 ) -> None:
     """Serve the reference gateway until interrupted."""
+    import ipaddress
+    import logging
+
     import uvicorn
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        logging.getLogger("gateway_otel.gateway").warning(
+            "the reference gateway listens on %s, beyond this machine: anyone who reaches it can write "
+            "billing records and read every request's log (it has no authentication of its own)",
+            host,
+        )
 
     _, app = build(db, config=config, demo=demo, faults=faults)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # type: ignore[arg-type]
