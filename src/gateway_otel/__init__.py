@@ -26,6 +26,7 @@ from ._errors import AuthorizationException, ConfigurationError, GatewayOtelErro
 from ._exporter import GatewaySpanExporter
 from ._instrument import instrument_app
 from ._pipeline import configure as _configure
+from ._pipeline import deliver_leftovers as _deliver_leftovers
 from ._pipeline import force_flush, shutdown
 from ._processor import OperationSpanProcessor
 from ._records import OperationLog
@@ -74,3 +75,5 @@ __all__ = [
     "trace_id_context",
     "validate_token",
 ]
+
+_deliver_leftovers()  # records an earlier process left in the spool go out from start-up

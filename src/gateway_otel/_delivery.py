@@ -166,7 +166,8 @@ class Delivery:
         self._acked: list[str] = []
         self._acked_since = 0.0
         self._http: HttpPool | None = None
-        self._failures = 0
+        self._failures = 0  # attempts in the current outage: requests that fail together count once
+        self._attempt_started = 0.0  # when the last counted attempt failed
         self._retry_at = 0.0
 
     # -- the caller's side -------------------------------------------------------------
@@ -257,6 +258,7 @@ class Delivery:
             now = time.monotonic()
             self._deadline = now + timeout
             self._hard_deadline = now + max(timeout, self.settings.drain_on_exit)
+            self._retry_at = min(self._retry_at, now)  # exit asks the gateway once more, at once
             self._stopping = True
             self._wake_sender()
             thread.join(self._hard_deadline - now + 2.0)
@@ -386,7 +388,7 @@ class Delivery:
                     # life: what it left in the queue and the spool is taken again at the next tick.
                     log_once("sender", "gateway-otel: delivery hit an error, going on: %r", exc, level=logging.ERROR)
                     lingering = TICK
-                if lingering is None and self._queue and len(self._inflight) < self._slots and self._healthy(now):
+                if lingering is None and self._queue and self._free_slots() > 0 and self._healthy(now):
                     await asyncio.sleep(0)  # let the requests just started run, then take more
                     continue
                 self._wake.clear()
@@ -504,6 +506,13 @@ class Delivery:
     def _healthy(self, now: float) -> bool:
         return self._host is not None and now >= self._retry_at
 
+    def _free_slots(self) -> int:
+        """Requests that may start now: all of them while the gateway takes records; during an
+        outage one at a time, the probe, so that a gateway coming back is found within one backoff
+        and one that is still down gets one request per backoff, not ``max_in_flight``."""
+        slots = 1 if self._failures else self._slots
+        return slots - len(self._inflight)
+
     def _take_queue(self, now: float) -> float | None:
         """Send or spool what the queue holds; returns the seconds until a lingering batch is due."""
         queue, settings = self._queue, self.settings
@@ -525,7 +534,7 @@ class Delivery:
                 if due > 0 and not self._markers_queued:  # no flush waits behind the records
                     lingering = due  # a fuller batch in a moment is cheaper for both sides
                     break
-            if healthy and len(self._inflight) < self._slots:
+            if healthy and self._free_slots() > 0:
                 records = self._pop_records(batch_size)
                 if records:
                     self._dispatch(records, fresh=len(records))
@@ -594,7 +603,7 @@ class Delivery:
         claimed = self._claimed
         if not claimed and self._spool_empty and now - self._spool_looked < SPOOL_POLL:
             return  # found empty a moment ago and nothing written since (other processes: next poll)
-        while len(self._inflight) < self._slots:
+        while self._free_slots() > 0:
             if not claimed:
                 self._spool_looked = now
                 try:
@@ -665,7 +674,9 @@ class Delivery:
             self._deadline = min(self._hard_deadline, time.monotonic() + self.settings.shutdown_timeout)
 
     def _failed(self, unit: _Unit, error: str, after: float | None) -> None:
-        self._failures += 1
+        if unit.started >= self._attempt_started:  # sent after the last counted failure: a new attempt
+            self._failures += 1
+            self._attempt_started = time.monotonic()
         delay = backoff(self._failures, self.settings.max_backoff)
         if after is not None:
             delay = max(delay, after)

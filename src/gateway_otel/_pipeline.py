@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -15,13 +17,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ._attributes import guess_service_name, service_name
 from ._delivery import Delivery
+from ._errors import ConfigurationError
 from ._exporter import GatewaySpanExporter, _instances
 from ._processor import OperationSpanProcessor
 from ._sampling import BillingSafeSampler
 from ._scrub import Scrubber
 from ._settings import Settings, load_settings
 from ._span import LeanTracer
-from ._spool import Spool
+from ._spool import SPOOL_FILE, Spool
 
 logger = logging.getLogger("gateway_otel")
 
@@ -69,7 +72,7 @@ def configure(**options: Any) -> Pipeline:
             return old
         provider, created = _provider()
         _make_billing_safe(provider)
-        delivery = Delivery(settings, Spool(settings.spool_dir))
+        delivery = _leftover_delivery(settings) or Delivery(settings, Spool(settings.spool_dir))
         exporter = GatewaySpanExporter(delivery, in_records=False)
         for made_by_sdk in list(_instances):
             made_by_sdk.quiet()
@@ -95,8 +98,60 @@ def configure(**options: Any) -> Pipeline:
             service=service_name(resource),
         )
     _warn_without_host(settings)
+    if settings.handle_sigterm:
+        _exit_on_sigterm()
     delivery.resume()
     return _state
+
+
+_leftovers: Delivery | None = None
+
+
+def deliver_leftovers() -> None:
+    """At import: when an earlier process left records in the spool, deliver them from now on, not
+    only once this process makes its first record (an idle worker may make none for hours). Only
+    the delivery starts (no TracerProvider is set): ``configure()`` takes this delivery over."""
+    global _leftovers
+    try:
+        settings = load_settings({})
+    except ConfigurationError:
+        return  # said by configure(), when the process configures
+    if not settings.gateway_configured or not (Path(settings.spool_dir) / SPOOL_FILE).exists():
+        return
+    with _lock:
+        if _state is None and _leftovers is None:
+            _leftovers = Delivery(settings, Spool(settings.spool_dir))
+            _leftovers.resume()
+
+
+def _leftover_delivery(settings: Settings) -> Delivery | None:
+    """The delivery ``deliver_leftovers()`` started, for a pipeline of the same settings."""
+    global _leftovers
+    leftovers, _leftovers = _leftovers, None
+    if leftovers is not None and leftovers.settings != settings:
+        leftovers.shutdown(0)  # what it claimed goes back to the spool, for the pipeline's delivery
+        return None
+    return leftovers
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` while its default disposition is in force (a script, a plain
+    ``asyncio.run`` worker, an aio-pika consumer), so that exit delivers or spools what waits, as
+    at a normal exit. The default kills the process on the spot, without ``atexit``; a handler of
+    the process's own (uvicorn's, gunicorn's) is left alone. A second SIGTERM kills as before."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set signal handlers
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _sigterm_exit)
+    except (ValueError, OSError, AttributeError):  # no SIGTERM here, or an embedded interpreter
+        return
+
+
+def _sigterm_exit(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise SystemExit(128 + signum)
 
 
 def _provider() -> tuple[TracerProvider, bool]:

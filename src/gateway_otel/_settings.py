@@ -57,12 +57,17 @@ class Settings:
     shutdown_timeout: float = 5.0
     #: Longest time exit keeps delivering while the gateway keeps taking records, in seconds.
     drain_on_exit: float = 60.0
-    #: Longest pause between two retries of one record, in seconds.
-    max_backoff: float = 30.0
+    #: Longest pause between two attempts while the gateway does not take records, in seconds: the
+    #: gateway is asked again (one request, the probe) at least this often, so delivery resumes
+    #: within this time of the gateway answering again. ``Retry-After`` may ask for longer.
+    max_backoff: float = 4.0
     #: Seconds a validated token stays cached.
     token_ttl: float = 300.0
     #: Seconds a rejected token stays cached.
     token_failure_ttl: float = 5.0
+    #: Turn SIGTERM into a normal exit (delivering or spooling what waits) while its default
+    #: disposition is in force; a handler of the process's own is never replaced.
+    handle_sigterm: bool = True
     #: Trust ``gateway.*`` entries of incoming W3C baggage (an internal service behind the gateway).
     trust_upstream: bool = False
     #: Also export spans over OTLP (``None``: when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).

@@ -1,0 +1,74 @@
+"""A worker stopped with SIGTERM loses no billed record, and the next start delivers the spool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gateway_otel._spool import Spool
+from gateway_otel.testing import eventually
+
+from conftest import Gateway
+
+PROGRAMS = Path(__file__).parent / "programs"
+CALLS = 40
+
+
+@pytest.mark.slow
+def test_a_plain_asyncio_worker_stopped_with_sigterm_keeps_every_record(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"sigterm-{uuid.uuid4().hex}"
+    env = {**os.environ, "OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path)}
+    healthy_gateway.faults(report_delay=1.0)  # a slow gateway: records are in flight at the signal
+    try:
+        worker = subprocess.Popen(
+            [sys.executable, str(PROGRAMS / "sigterm_worker.py"), rid, str(CALLS)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "done"
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(60)
+        stderr = worker.stderr.read() if worker.stderr else ""
+        worker.stdout.close()
+        if worker.stderr:
+            worker.stderr.close()
+    finally:
+        healthy_gateway.faults()
+    assert code == 128 + signal.SIGTERM, stderr
+    delivered = healthy_gateway.count(rid)
+    waiting, dead = Spool(str(tmp_path)).counts()
+    assert dead == 0
+    assert delivered + waiting >= 2 * CALLS, (delivered, waiting)  # delivered or in the spool: none lost
+
+    # The next worker delivers the spool as it starts, before it has any work of its own.
+    idle = subprocess.Popen(
+        [sys.executable, str(PROGRAMS / "idle_worker.py")],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert idle.stdout is not None and idle.stdout.readline().strip() == "ready"
+        assert eventually(lambda: healthy_gateway.count(rid) >= 2 * CALLS, timeout=20)
+    finally:
+        assert idle.stdin is not None
+        idle.stdin.write("\n")
+        idle.stdin.close()
+        idle.wait(60)
+        assert idle.stdout is not None
+        idle.stdout.close()
+    records = healthy_gateway.records(rid)
+    assert len(records) == 2 * CALLS and len({r["uuid"] for r in records}) == 2 * CALLS
+    assert sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"]) == CALLS
