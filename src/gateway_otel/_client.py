@@ -15,6 +15,8 @@ import httpx
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import current
 from ._records import ANONYMOUS
+from ._settings import load_settings
+from ._transport import HttpConfig
 
 VALIDATE_PATH = "/v1/openapi/validate/tokens"
 SUPPORT_MODEL_PATH = "/v1/openapi/support/model"
@@ -53,8 +55,11 @@ class GatewayClient:
         timeout: float = 5.0,
         token_ttl: float = 300.0,
         failure_ttl: float = 5.0,
+        http: HttpConfig | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
+        self._http = http if http is not None else load_settings({}).http
+        self._http_options: dict[str, Any] | None = None
         self._timeout = timeout
         self._token_ttl = token_ttl
         self._failure_ttl = failure_ttl
@@ -73,6 +78,7 @@ class GatewayClient:
             timeout=settings.timeout,
             token_ttl=settings.token_ttl,
             failure_ttl=settings.token_failure_ttl,
+            http=settings.http,
         )
 
     # -- cache ---------------------------------------------------------------------------------
@@ -104,21 +110,32 @@ class GatewayClient:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
+    def _options(self) -> dict[str, Any]:
+        """httpx's options from the configuration delivery uses too: its TLS context, its proxy."""
+        if self._http_options is None:
+            url = self.base_url or ""
+            self._http_options = {
+                "base_url": url,
+                "timeout": self._timeout,
+                "verify": self._http.ssl_context() if url.startswith("https:") else True,
+                "proxy": self._http.proxy_for(url) if url else None,
+                "trust_env": False,  # the same proxy and certificates as delivery, decided here
+            }
+        return self._http_options
+
     def _async_client(self) -> httpx.AsyncClient:
         loop_id = id(asyncio.get_running_loop())
         client = self._async_clients.get(loop_id)
         if client is None:
             # No idle keep-alive: look-ups are rare (cached), and a connection left idle in a loop that
             # ends with its server would never be closed.
-            client = httpx.AsyncClient(
-                base_url=self.base_url or "", timeout=self._timeout, limits=httpx.Limits(max_keepalive_connections=0)
-            )
+            client = httpx.AsyncClient(**self._options(), limits=httpx.Limits(max_keepalive_connections=0))
             self._async_clients[loop_id] = client
         return client
 
     def _client(self) -> httpx.Client:
         if self._sync_client is None:
-            self._sync_client = httpx.Client(base_url=self.base_url or "", timeout=self._timeout)
+            self._sync_client = httpx.Client(**self._options())
         return self._sync_client
 
     @staticmethod

@@ -369,7 +369,9 @@ class Delivery:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        pool = HttpPool(self._host or "http://127.0.0.1", size=self._slots, timeout=self.settings.timeout)
+        pool = HttpPool(
+            self._host or "http://127.0.0.1", size=self._slots, timeout=self.settings.timeout, config=self.settings.http
+        )
         self._http = pool
         tasks = self._tasks
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._transport import HttpConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -72,6 +73,12 @@ class Settings:
     trust_upstream: bool = False
     #: Also export spans over OTLP (``None``: when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
     otlp: bool | None = None
+    #: A PEM file of the certificate authorities to trust for the gateway (else the system's, and
+    #: ``SSL_CERT_FILE`` when set); delivery and token checks alike.
+    ca_bundle: str | None = None
+    #: A client certificate (PEM) for mutual TLS with the gateway, and its key when not in the same file.
+    client_cert: str | None = None
+    client_key: str | None = None
     #: Extra patterns (regular expressions) of names whose values are secrets.
     redact_patterns: tuple[str, ...] = ()
     #: Names never redacted even when they match a secret pattern.
@@ -80,6 +87,11 @@ class Settings:
     @property
     def gateway_configured(self) -> bool:
         return bool(self.openapi_host)
+
+    @property
+    def http(self) -> HttpConfig:
+        """How to reach the gateway (TLS), for delivery and token checks alike."""
+        return HttpConfig(self.ca_bundle, self.client_cert, self.client_key)
 
 
 _ENV_NAMES = {
@@ -121,7 +133,8 @@ def _convert(field: dataclasses.Field[Any], option: str, raw: Any) -> Any:
                 return tuple(part.strip() for part in raw.split(",") if part.strip())
             return tuple(str(part) for part in raw)
         if kind.startswith("str | None"):
-            return str(raw).strip().rstrip("/") or None if raw is not None else None
+            text = str(raw).strip() if raw is not None else ""
+            return (text.rstrip("/") if option == "openapi_host" else text) or None
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"invalid value {raw!r} for {option} ({env_name(option)}): {exc}") from None

@@ -1,27 +1,36 @@
-"""A small keep-alive HTTP/1.1 client for the delivery thread's POSTs.
+"""The delivery thread's HTTP: keep-alive POSTs to the gateway, framed by h11.
 
-Hand-written for speed, where a library would fit otherwise: under a burst, httpx's async
-client spent most of the delivery thread's CPU in its own machinery (py-spy: a third of the
-samples in httpcore's per-request async-library detection, most of the rest in anyio stream
-and pool bookkeeping), about 1.7 ms of CPU per record. Delivery only ever POSTs JSON to one
-host, so this client does just that: one request per connection at a time, connections reused,
-``Content-Length`` and chunked bodies, a timeout over the whole exchange, TLS for ``https``.
+Delivery only ever POSTs JSON to one host, many times a second. httpx's async client spent most
+of the delivery thread's CPU in its own machinery under a burst (async-library detection, anyio
+stream and pool bookkeeping; ``benchmarks/README.md``), so this module keeps a small pool of
+asyncio connections of its own and leaves the HTTP/1.1 protocol to h11, the library under httpx:
+bodies by ``Content-Length``, chunked or up to the connection's close, none for 204 and 304,
+keep-alive as the server allows. Redirects are not followed: a report is not to be moved
+elsewhere, and the sender treats a 3xx as the gateway's refusal of the record.
+
+TLS, proxies and certificates come from ``HttpConfig``, which the token checks (httpx) use too:
+one configuration for both paths to the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import sys
+import urllib.request
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-__all__ = ["HttpPool", "HttpResponse", "TransportError", "within"]
+import h11
+
+__all__ = ["HttpConfig", "HttpPool", "HttpResponse", "TransportError", "within"]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
+READ_SIZE = 64 * 1024
 
 
 T = TypeVar("T")
@@ -42,6 +51,38 @@ class TransportError(Exception):
     """The request did not get a complete answer (refused, dropped, timed out, malformed)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class HttpConfig:
+    """How to reach the gateway, for delivery and token checks alike.
+
+    ``ca_bundle``: a PEM file of the CAs to trust (else the system's, and ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` when set); ``client_cert`` / ``client_key``: a client certificate for mutual
+    TLS. Proxies come from ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``, as
+    curl, requests and httpx read them.
+    """
+
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_bundle)
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+    @staticmethod
+    def proxy_for(url: str) -> str | None:
+        """The proxy URL the environment sets for ``url``, or ``None`` (none set, or ``NO_PROXY``)."""
+        parts = urlsplit(url)
+        proxies = urllib.request.getproxies_environment()
+        proxy = proxies.get(parts.scheme) or proxies.get("all")
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+        if not proxy or bypass(parts.netloc.rsplit("@", 1)[-1], proxies):
+            return None
+        return proxy if "://" in proxy else f"http://{proxy}"
+
+
 class HttpResponse:
     __slots__ = ("body", "headers", "status")
 
@@ -55,42 +96,61 @@ class HttpResponse:
         return self.body.decode("utf-8", errors="replace")
 
 
-_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+@dataclasses.dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    http: h11.Connection
+
+
+def _address(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    tls = parts.scheme == "https"
+    return parts.hostname, parts.port or (443 if tls else 80), tls
 
 
 class HttpPool:
     """POSTs to one base URL over reused connections; at most ``size`` idle connections are kept."""
 
-    def __init__(self, base_url: str, *, size: int, timeout: float, user_agent: str = "gateway-otel") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        size: int,
+        timeout: float,
+        config: HttpConfig | None = None,
+        user_agent: str = "gateway-otel",
+    ) -> None:
+        self._host, self._port, tls = _address(base_url)
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self._host = parts.hostname
-        self._tls = parts.scheme == "https"
-        self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path.rstrip("/")
-        host_header = parts.netloc.rsplit("@", 1)[-1]
-        self._head = f"Host: {host_header}\r\nUser-Agent: {user_agent}\r\nContent-Type: application/json\r\n"
+        self._authority = parts.netloc.rsplit("@", 1)[-1]
+        config = config or HttpConfig()
+        self._ssl = config.ssl_context() if tls else None
+        proxy = config.proxy_for(base_url)
+        self._proxy = _address(proxy)[:2] if proxy else None
+        # Through a proxy, a plain-HTTP request names the whole URL; an HTTPS one goes through a tunnel.
+        self._absolute = f"http://{self._authority}" if proxy and not tls else ""
+        self._headers = [("Host", self._authority), ("User-Agent", user_agent), ("Content-Type", "application/json")]
         self._size = size
         self._timeout = timeout
         self._idle: list[_Connection] = []
-        self._ssl = ssl.create_default_context() if self._tls else None
 
     async def post(self, path: str, body: bytes) -> HttpResponse:
         """POST ``body`` as JSON; raises ``TransportError`` when no complete answer arrives."""
-        request = (
-            f"POST {self._prefix}{path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
-            + body
-        )
+        target = f"{self._absolute}{self._prefix}{path}"
+        headers = [*self._headers, ("Content-Length", str(len(body)))]
         reused = bool(self._idle)
         try:
-            return await within(self._exchange(request), self._timeout)
-        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            if reused and isinstance(exc, (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)):
+            return await within(self._exchange(target, headers, body), self._timeout)
+        except (OSError, EOFError, h11.ProtocolError, ValueError) as exc:
+            if reused and isinstance(exc, (ConnectionError, EOFError, h11.RemoteProtocolError)):
                 # A kept-alive connection the server had closed: one fresh try (the gateway dedupes by uuid).
                 try:
-                    return await within(self._exchange(request, fresh=True), self._timeout)
-                except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as again:
+                    return await within(self._exchange(target, headers, body, fresh=True), self._timeout)
+                except (OSError, EOFError, h11.ProtocolError, ValueError) as again:
                     raise TransportError(f"{type(again).__name__}: {again}") from again
                 except asyncio.TimeoutError:
                     raise TransportError(f"no answer within {self._timeout}s") from None
@@ -98,66 +158,99 @@ class HttpPool:
         except asyncio.TimeoutError:
             raise TransportError(f"no answer within {self._timeout}s") from None
 
-    async def _exchange(self, request: bytes, *, fresh: bool = False) -> HttpResponse:
-        if self._idle and not fresh:
-            reader, writer = self._idle.pop()
-        else:
+    async def _connect(self) -> _Connection:
+        if self._proxy is None:
             reader, writer = await asyncio.open_connection(
                 self._host, self._port, ssl=self._ssl, limit=MAX_HEADER_BYTES
             )
+            return _Connection(reader, writer, h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES))
+        reader, writer = await asyncio.open_connection(*self._proxy, limit=MAX_HEADER_BYTES)
+        if self._ssl is not None:
+            try:
+                await self._tunnel(reader, writer)
+            except BaseException:
+                writer.close()
+                raise
+        return _Connection(reader, writer, h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES))
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``CONNECT`` through the proxy, then TLS with the gateway over that tunnel."""
+        tunnel = h11.Connection(h11.CLIENT)
+        authority = f"{self._host}:{self._port}"
+        writer.write(tunnel.send(h11.Request(method="CONNECT", target=authority, headers=[("Host", authority)])))
+        writer.write(tunnel.send(h11.EndOfMessage()))
+        response = await _next_response(tunnel, reader)
+        if not 200 <= response.status_code < 300:
+            raise ConnectionError(f"the proxy refused the tunnel: HTTP {response.status_code}")
+        start_tls = getattr(writer, "start_tls", None)
+        if start_tls is None:  # pragma: no cover - Python 3.10
+            raise ConnectionError("HTTPS through a proxy needs Python 3.11 or newer")
+        await start_tls(self._ssl, server_hostname=self._host)
+
+    async def _exchange(
+        self, target: str, headers: list[tuple[str, str]], body: bytes, *, fresh: bool = False
+    ) -> HttpResponse:
+        connection = self._idle.pop() if self._idle and not fresh else await self._connect()
+        http, writer = connection.http, connection.writer
         try:
-            writer.write(request)
-            response, keep = await self._read_response(reader)
+            writer.write(http.send(h11.Request(method="POST", target=target, headers=headers)))
+            writer.write(http.send(h11.Data(data=body)))
+            writer.write(http.send(h11.EndOfMessage()))
+            response = await _next_response(http, connection.reader)
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                event = await _next_event(http, connection.reader)
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > MAX_BODY_BYTES:
+                        raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    break
         except BaseException:
             writer.close()
             raise
-        if keep and len(self._idle) < self._size:
-            self._idle.append((reader, writer))
+        if _reusable(http, response) and len(self._idle) < self._size:
+            http.start_next_cycle()
+            self._idle.append(connection)
         else:
             writer.close()
-        return response
-
-    async def _read_response(self, reader: asyncio.StreamReader) -> tuple[HttpResponse, bool]:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        status = int(rest[:3])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = await self._read_chunked(reader)
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
-            if length > MAX_BODY_BYTES:
-                raise ValueError(f"answer of {length} bytes")
-            body = await reader.readexactly(length)
-        else:
-            body = await reader.read(MAX_BODY_BYTES)
-            keep = False
-        return HttpResponse(status, headers, body), keep
-
-    async def _read_chunked(self, reader: asyncio.StreamReader) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")  # no trailers expected
-                return b"".join(chunks)
-            total += size
-            if total > MAX_BODY_BYTES:
-                raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
+        headers_out = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in response.headers}
+        return HttpResponse(response.status_code, headers_out, b"".join(chunks))
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
-        for _, writer in idle:
-            writer.close()
-        for _, writer in idle:  # the loop may end next: let each transport really close its socket
+        for connection in idle:
+            connection.writer.close()
+        for connection in idle:  # the loop may end next: let each transport really close its socket
             with contextlib.suppress(OSError):
-                await writer.wait_closed()
+                await connection.writer.wait_closed()
+
+
+def _reusable(http: h11.Connection, response: h11.Response) -> bool:
+    """Whether the connection may carry the next request: both sides done, and the answer's body
+    was framed (a length, chunks, or none by its status) rather than ended by closing."""
+    if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
+        return False
+    names = {name for name, _ in response.headers}
+    return b"content-length" in names or b"transfer-encoding" in names or response.status_code in (204, 304)
+
+
+async def _next_event(http: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            http.receive_data(await reader.read(READ_SIZE))  # b"" at the end: h11 knows what it means
+            continue
+        if event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
+            raise EOFError("the connection closed before the answer was complete")
+        return event
+
+
+async def _next_response(http: h11.Connection, reader: asyncio.StreamReader) -> h11.Response:
+    """The final response's head (informational 1xx answers skipped)."""
+    while True:
+        event = await _next_event(http, reader)
+        if isinstance(event, h11.Response):
+            return event
