@@ -1,12 +1,15 @@
-"""The delivery thread's HTTP: keep-alive POSTs to the gateway, framed by h11.
+"""The delivery thread's HTTP: keep-alive POSTs to the gateway.
 
-Delivery only ever POSTs JSON to one host, many times a second. httpx's async client spent most
-of the delivery thread's CPU in its own machinery under a burst (async-library detection, anyio
-stream and pool bookkeeping; ``benchmarks/README.md``), so this module keeps a small pool of
-asyncio connections of its own and leaves the HTTP/1.1 protocol to h11, the library under httpx:
-bodies by ``Content-Length``, chunked or up to the connection's close, none for 204 and 304,
-keep-alive as the server allows. Redirects are not followed: a report is not to be moved
-elsewhere, and the sender treats a 3xx as the gateway's refusal of the record.
+Delivery only ever POSTs JSON to one host, thousands of times a second. httpx's async client spent
+most of the delivery thread's CPU in its own machinery under a burst (async-library detection,
+anyio stream and pool bookkeeping), and h11 alone, the protocol library under httpx, costs the
+sender more per record than the whole exchange did without it (``benchmarks/results/``). So this
+module keeps a small pool of asyncio connections of its own, writes its one kind of request
+itself, and reads answers in two ways: the common one (HTTP/1.1, a ``Content-Length``, a status
+that has a body) directly, anything else through h11 (no body for 1xx, 204 and 304, chunked
+bodies, bodies ended by closing the connection, HTTP/1.0, ``Connection: close``), which knows
+HTTP/1.1's rules for each. Redirects are not followed: a report is not to be moved elsewhere, and
+the sender treats a 3xx as the gateway's refusal of the record.
 
 TLS, proxies and certificates come from ``HttpConfig``, which the token checks (httpx) use too:
 one configuration for both paths to the gateway.
@@ -45,6 +48,10 @@ if sys.version_info >= (3, 11):
 
 else:  # pragma: no cover - Python 3.10
     within = asyncio.wait_for
+
+
+#: What a failed exchange raises: the network, an answer that ended early, malformed or too large.
+_FAILURES = (OSError, EOFError, h11.ProtocolError, ValueError, asyncio.LimitOverrunError)
 
 
 class TransportError(Exception):
@@ -96,11 +103,7 @@ class HttpResponse:
         return self.body.decode("utf-8", errors="replace")
 
 
-@dataclasses.dataclass
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    http: h11.Connection
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _address(url: str) -> tuple[str, int, bool]:
@@ -133,7 +136,7 @@ class HttpPool:
         self._proxy = _address(proxy)[:2] if proxy else None
         # Through a proxy, a plain-HTTP request names the whole URL; an HTTPS one goes through a tunnel.
         self._absolute = f"http://{self._authority}" if proxy and not tls else ""
-        self._headers = [("Host", self._authority), ("User-Agent", user_agent), ("Content-Type", "application/json")]
+        self._head = f"Host: {self._authority}\r\nUser-Agent: {user_agent}\r\nContent-Type: application/json\r\n"
         self._size = size
         self._timeout = timeout
         self._idle: list[_Connection] = []
@@ -141,16 +144,16 @@ class HttpPool:
     async def post(self, path: str, body: bytes) -> HttpResponse:
         """POST ``body`` as JSON; raises ``TransportError`` when no complete answer arrives."""
         target = f"{self._absolute}{self._prefix}{path}"
-        headers = [*self._headers, ("Content-Length", str(len(body)))]
+        request = f"POST {target} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
         reused = bool(self._idle)
         try:
-            return await within(self._exchange(target, headers, body), self._timeout)
-        except (OSError, EOFError, h11.ProtocolError, ValueError) as exc:
+            return await within(self._exchange(target, request, body), self._timeout)
+        except _FAILURES as exc:
             if reused and isinstance(exc, (ConnectionError, EOFError, h11.RemoteProtocolError)):
                 # A kept-alive connection the server had closed: one fresh try (the gateway dedupes by uuid).
                 try:
-                    return await within(self._exchange(target, headers, body, fresh=True), self._timeout)
-                except (OSError, EOFError, h11.ProtocolError, ValueError) as again:
+                    return await within(self._exchange(target, request, body, fresh=True), self._timeout)
+                except _FAILURES as again:
                     raise TransportError(f"{type(again).__name__}: {again}") from again
                 except asyncio.TimeoutError:
                     raise TransportError(f"no answer within {self._timeout}s") from None
@@ -163,7 +166,7 @@ class HttpPool:
             reader, writer = await asyncio.open_connection(
                 self._host, self._port, ssl=self._ssl, limit=MAX_HEADER_BYTES
             )
-            return _Connection(reader, writer, h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES))
+            return reader, writer
         reader, writer = await asyncio.open_connection(*self._proxy, limit=MAX_HEADER_BYTES)
         if self._ssl is not None:
             try:
@@ -171,7 +174,7 @@ class HttpPool:
             except BaseException:
                 writer.close()
                 raise
-        return _Connection(reader, writer, h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES))
+        return reader, writer
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """``CONNECT`` through the proxy, then TLS with the gateway over that tunnel."""
@@ -187,45 +190,91 @@ class HttpPool:
             raise ConnectionError("HTTPS through a proxy needs Python 3.11 or newer")
         await start_tls(self._ssl, server_hostname=self._host)
 
-    async def _exchange(
-        self, target: str, headers: list[tuple[str, str]], body: bytes, *, fresh: bool = False
-    ) -> HttpResponse:
-        connection = self._idle.pop() if self._idle and not fresh else await self._connect()
-        http, writer = connection.http, connection.writer
+    async def _exchange(self, target: str, request: bytes, body: bytes, *, fresh: bool = False) -> HttpResponse:
+        reader, writer = self._idle.pop() if self._idle and not fresh else await self._connect()
         try:
-            writer.write(http.send(h11.Request(method="POST", target=target, headers=headers)))
-            writer.write(http.send(h11.Data(data=body)))
-            writer.write(http.send(h11.EndOfMessage()))
-            response = await _next_response(http, connection.reader)
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                event = await _next_event(http, connection.reader)
-                if isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > MAX_BODY_BYTES:
-                        raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
+            writer.write(request + body)  # one write: head and body leave in one segment
+            head = await reader.readuntil(b"\r\n\r\n")
+            response = _plain_answer(head)
+            if response is not None:
+                status, headers, length = response
+                answer = HttpResponse(status, headers, await reader.readexactly(length))
+                keep = headers.get("connection", "").lower() != "close"
+            else:
+                answer, keep = await _answer_by_h11(target, request, body, head, reader)
         except BaseException:
             writer.close()
             raise
-        if _reusable(http, response) and len(self._idle) < self._size:
-            http.start_next_cycle()
-            self._idle.append(connection)
+        if keep and len(self._idle) < self._size:
+            self._idle.append((reader, writer))
         else:
             writer.close()
-        headers_out = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in response.headers}
-        return HttpResponse(response.status_code, headers_out, b"".join(chunks))
+        return answer
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.writer.close()
-        for connection in idle:  # the loop may end next: let each transport really close its socket
+        for _, writer in idle:
+            writer.close()
+        for _, writer in idle:  # the loop may end next: let each transport really close its socket
             with contextlib.suppress(OSError):
-                await connection.writer.wait_closed()
+                await writer.wait_closed()
+
+
+def _plain_answer(head: bytes) -> tuple[int, dict[str, str], int] | None:
+    """(status, headers, body length) of an answer framed the common way: HTTP/1.1, a status that
+    has a body, one ``Content-Length`` and no ``Transfer-Encoding``; ``None`` for any other (h11
+    reads it)."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    status_text = rest[:3]
+    if version != "HTTP/1.1" or not status_text.isdigit():
+        return None
+    status = int(status_text)
+    if status < 200 or status in (204, 304):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, colon, value = line.partition(":")
+            name = name.lower()
+            if not colon or (name in headers and name in ("content-length", "transfer-encoding")):
+                return None
+            headers[name] = value.strip()
+    length = headers.get("content-length", "")
+    if "transfer-encoding" in headers or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return None
+    return status, headers, int(length)
+
+
+async def _answer_by_h11(
+    target: str, request: bytes, body: bytes, head: bytes, reader: asyncio.StreamReader
+) -> tuple[HttpResponse, bool]:
+    """Read an answer through h11 (told the request that was sent), its head already read; returns
+    it and whether the connection may carry the next request."""
+    http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+    http.send(h11.Request(method="POST", target=target, headers=_request_headers(request)))
+    http.send(h11.Data(data=body))
+    http.send(h11.EndOfMessage())
+    http.receive_data(head)
+    response = await _next_response(http, reader)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await _next_event(http, reader)
+        if isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > MAX_BODY_BYTES:
+                raise ValueError(f"answer over {MAX_BODY_BYTES} bytes")
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            break
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in response.headers}
+    return HttpResponse(response.status_code, headers, b"".join(chunks)), _reusable(http, response)
+
+
+def _request_headers(request: bytes) -> list[tuple[str, str]]:
+    lines = request.decode("latin-1").split("\r\n")[1:]
+    return [(name, value.strip()) for name, _, value in (line.partition(":") for line in lines if line)]
 
 
 def _reusable(http: h11.Connection, response: h11.Response) -> bool:
