@@ -13,12 +13,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
 
 from ._context import PROPAGATOR
 from ._span import LeanTracer
 
-__all__ = ["end_server_span", "start_server_span"]
+__all__ = ["end_server_span", "server_span_in", "start_server_span"]
+
+
+def server_span_in(ctx: otel_context.Context) -> Span | None:
+    """The SERVER span that another instrumentation started for this request (the contrib ASGI or
+    FastAPI instrumentor, Logfire), current in ``ctx``; ``None`` when there is none. The context
+    middleware then gives the request no second one: identity goes on that span, and operations
+    are its children."""
+    span = get_current_span(ctx)
+    return span if getattr(span, "kind", None) is SpanKind.SERVER else None
 
 
 def start_server_span(

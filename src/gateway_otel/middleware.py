@@ -29,7 +29,7 @@ from ._client import GatewayClient, default_client
 from ._context import attach, detach, get_current, identity, with_identity, without_identity
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import Pipeline, current, force_flush
-from ._server_span import end_server_span, start_server_span
+from ._server_span import end_server_span, server_span_in, start_server_span
 from ._span import _TRACE_ID, _VALID
 from .logging import remember_context, request_started, scrub_server_lines
 
@@ -277,8 +277,11 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             headers = _headers(scope)
             base = get_current()
             pipeline = current()
+            adopted = None
             if self._server_spans:
-                span, base = start_server_span(pipeline.spans, scope, headers, base)
+                adopted = server_span_in(base)  # another instrumentation's (the contrib ASGI one, Logfire)
+                if adopted is None:
+                    span, base = start_server_span(pipeline.spans, scope, headers, base)
             caller_id: str | None = None
             failure: tuple[int, str] | None = None
             exclude = self._exclude  # self.excluded() and self.client, without their calls
@@ -292,6 +295,10 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                 except GatewayUnavailableError:
                     failure = (503, "the gateway cannot check the token now")
             ctx, request_id = self._identity(pipeline, scope, headers, caller_id, base, span)
+            if adopted is not None:
+                adopted.set_attribute(attrs.REQUEST_ID, request_id)
+                if caller_id is not None:
+                    adopted.set_attribute(attrs.CALLER_ID, caller_id)
             if failure is not None:
                 status = failure[0]
                 await _json_error(send, failure[0], failure[1], request_id)

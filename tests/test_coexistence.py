@@ -1,0 +1,113 @@
+"""Living with the user's OpenTelemetry: the contrib instrumentors installed and applied."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.trace import SpanKind
+
+from gateway_otel import GatewayClient, instrument_app, operation_log
+from gateway_otel._servers import serve_in_thread
+from gateway_otel.testing import eventually, free_port
+
+from conftest import Gateway
+
+
+@operation_log(is_cost_log=True)
+async def answer(prompt: str) -> str:
+    return prompt.upper()
+
+
+def test_with_the_contrib_fastapi_instrumentor_each_request_has_one_server_span(
+    healthy_gateway: Gateway, pipeline: Any, captured_spans: Any
+) -> None:
+    app = FastAPI()
+
+    @app.post("/v1/answer")
+    async def endpoint(body: dict[str, str]) -> dict[str, str]:
+        return {"answer": await answer(body["prompt"])}
+
+    FastAPIInstrumentor.instrument_app(app)
+    instrument_app(app, client=GatewayClient(healthy_gateway.url))
+    trace_id = uuid.uuid4().hex
+    rid = f"one-span-{uuid.uuid4().hex}"
+    headers = {"Authorization": "demo-alice", "X-Request-ID": rid, "traceparent": f"00-{trace_id}-{'2' * 16}-01"}
+    try:
+        with serve_in_thread(app, free_port()) as url:
+            assert httpx.post(f"{url}/v1/answer", json={"prompt": "hi"}, headers=headers).status_code == 200
+
+            def ours() -> list[Any]:
+                return [s for s in captured_spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id]
+
+            assert eventually(lambda: any(s.kind is SpanKind.SERVER for s in ours()), timeout=5)
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    spans = ours()
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert len(servers) == 1, [(s.name, s.instrumentation_scope.name) for s in servers]
+    (server,) = servers
+    assert server.instrumentation_scope.name.startswith("opentelemetry.instrumentation")  # the contrib's
+    assert server.attributes["gateway.request_id"] == rid
+    assert server.attributes["gateway.caller_id"] == "alice"
+    (operation,) = [s for s in spans if s.name == "answer"]
+    assert operation.parent is not None and operation.parent.span_id == server.context.span_id
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == "2" * 16
+
+
+class HeaderKeeper:
+    """A gateway's token check that keeps the headers of each call."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"code": 0, "msg": "ok", "data": "alice"}'})
+
+
+@pytest.fixture
+def instrumented_httpx() -> Iterator[None]:
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument()
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+def test_the_adapters_own_calls_make_no_spans_and_send_no_trace_headers(
+    pipeline: Any, captured_spans: Any, instrumented_httpx: None
+) -> None:
+    keeper = HeaderKeeper()
+    app = FastAPI()
+
+    @app.get("/who")
+    async def who() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    with serve_in_thread(keeper, free_port()) as gateway_url:
+        client = GatewayClient(gateway_url)
+        instrument_app(app, client=client)
+        with serve_in_thread(app, free_port()) as url:
+            assert httpx.get(f"{url}/who", headers={"Authorization": "async-token"}).status_code == 200
+        try:
+            assert client.validate_token("sync-token") == "alice"
+        finally:
+            client.close()
+    assert len(keeper.headers) == 2
+    for headers in keeper.headers:
+        assert "traceparent" not in headers and "baggage" not in headers, headers
+    client_spans = [
+        s for s in captured_spans.get_finished_spans() if s.kind is SpanKind.CLIENT and "validate" in str(s.attributes)
+    ]
+    assert client_spans == []
