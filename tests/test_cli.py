@@ -60,6 +60,9 @@ def test_demo_shows_at_least_five_request_trees(demo: tuple[Path, str]) -> None:
     for expected in ("summarize", "tokenize", "translate", "stream_answer", "embed", "HTTP 401", "not billed (failed)"):
         assert expected in output, expected
     assert re.search(r"failing translation \(bob\)\s+-> HTTP 422", output), output  # an error, not a 200
+    # The adapter's own metrics, once: every record the edge made was delivered.
+    assert re.search(r"gateway_otel\.records\.exported\s+│\s+outcome=delivered\s+│\s+[1-9]", output), output
+    assert re.search(r"gateway_otel\.token_cache\.lookups\s+│\s+result=miss\s+│\s+[1-9]", output), output
 
 
 def test_demo_worker_reports_from_a_process_of_its_own_under_the_edges_request(demo: tuple[Path, str]) -> None:

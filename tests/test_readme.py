@@ -35,6 +35,7 @@ EXERCISED = {
         "test_gateway_config_block_is_a_config_the_gateway_reads"
     ),
     "# conftest.py": "test_testing_block_passes_and_delivers_nothing",
+    "livenessProbe:": "tests/test_metrics.py::test_check_prints_the_spools_depth_and_age_and_fails_past_max_age",
     "src/gateway_otel/": "(the layout: not code)",
 }
 

@@ -14,6 +14,7 @@ import httpx
 from opentelemetry import context as otel_context
 
 from ._errors import AuthorizationException, GatewayUnavailableError
+from ._metrics import LOOKUP_RESULTS, add_token_cache
 from ._pipeline import current
 from ._records import ANONYMOUS
 from ._settings import load_settings
@@ -62,6 +63,9 @@ class GatewayClient:
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self._http = http if http is not None else load_settings({}).http
+        #: Token look-ups by result (hit, miss: a gateway call, rejected), for the adapter's metrics.
+        self.lookups = dict.fromkeys(LOOKUP_RESULTS, 0)
+        add_token_cache(self)
         self._http_options: dict[str, Any] | None = None
         self._timeout = timeout
         self._token_ttl = token_ttl
@@ -104,6 +108,11 @@ class GatewayClient:
             self._cache.move_to_end(key)
             while len(self._cache) > MAX_CACHED_TOKENS:
                 self._cache.popitem(last=False)
+
+    def _from_cache(self, caller: str | None) -> str:
+        """A look-up the cache answered: the caller id, or the rejection it remembers (counted)."""
+        self.lookups["hit" if caller is not None else "rejected"] += 1
+        return self._result(caller)
 
     @staticmethod
     def _result(caller: str | None) -> str:
@@ -213,7 +222,7 @@ class GatewayClient:
         entry = self._cache.get(prepared[1])
         if entry is None or entry[0] < time.monotonic():
             return None
-        return self._result(entry[1])
+        return self._from_cache(entry[1])
 
     async def avalidate_token(self, token: str | None) -> str:
         """The caller id of ``token``; raises ``AuthorizationException`` when the gateway rejects it."""
@@ -223,7 +232,7 @@ class GatewayClient:
         token, key = prepared
         hit, caller = self._cached(key)
         if hit:
-            return self._result(caller)
+            return self._from_cache(caller)
         flight_key = (id(asyncio.get_running_loop()), key)
         flight = self._async_flights.get(flight_key)
         if flight is not None:
@@ -243,9 +252,11 @@ class GatewayClient:
             del self._async_flights[flight_key]
 
     async def _alookup(self, token: str, key: bytes) -> str:
+        self.lookups["miss"] += 1
         try:
             caller = self._caller_of(await self._aget(VALIDATE_PATH, token))
         except AuthorizationException:
+            self.lookups["rejected"] += 1
             self._remember(key, None)
             raise
         self._remember(key, caller)
@@ -260,7 +271,7 @@ class GatewayClient:
         while True:
             hit, caller = self._cached(key)
             if hit:
-                return self._result(caller)
+                return self._from_cache(caller)
             with self._lock:
                 waiting = self._sync_flights.get(key)
                 if waiting is None:
@@ -277,9 +288,11 @@ class GatewayClient:
             flight.set()
 
     def _lookup(self, token: str, key: bytes) -> str:
+        self.lookups["miss"] += 1
         try:
             caller = self._caller_of(self._get(VALIDATE_PATH, token))
         except AuthorizationException:
+            self.lookups["rejected"] += 1
             self._remember(key, None)
             raise
         self._remember(key, caller)

@@ -26,6 +26,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
+from ._metrics import EXPORT_OUTCOMES
 from ._records import encode
 from ._relay import Relay
 from ._selflog import log_once
@@ -166,9 +167,20 @@ class Delivery:
         self._acked: list[str] = []
         self._acked_since = 0.0
         self._http: HttpPool | None = None
+        #: What became of this process's records, by ``outcome`` (the adapter's own metrics).
+        self.exported = dict.fromkeys(EXPORT_OUTCOMES, 0)
         self._failures = 0  # attempts in the current outage: requests that fail together count once
         self._attempt_started = 0.0  # when the last counted attempt failed
         self._retry_at = 0.0
+
+    def exported_counts(self) -> dict[str, int]:
+        """What became of this process's records so far, its relay's included."""
+        counts = dict(self.exported)
+        relay = self._relay
+        if relay is not None:
+            for outcome, count in relay.exported.items():
+                counts[outcome] = counts.get(outcome, 0) + count
+        return counts
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -231,8 +243,10 @@ class Delivery:
             if record is not None:
                 self.spool.put([record])
                 self._spool_empty = False
+                self.exported["spooled"] += 1
         except Exception as exc:
             log_once("spill", "could not spool a record: %r", exc, level=logging.ERROR)
+            self.exported["dropped"] += 1
 
     def force_flush(self, timeout: float | None = None) -> bool:
         """Wait until every record queued so far is delivered, dead-lettered or spooled."""
@@ -439,6 +453,8 @@ class Delivery:
             self._queue.extendleft(reversed(relay.take_back()))
             relay.abandon()
             self._relay = None
+            for outcome, count in relay.exported.items():  # what it had done stays counted
+                self.exported[outcome] = self.exported.get(outcome, 0) + count
         return False
 
     def _spill_old(self) -> None:
@@ -575,6 +591,7 @@ class Delivery:
             body = encode(payload)
         except Exception as exc:
             log_once("build", "could not build a record: %r", exc, level=logging.ERROR)
+            self.exported["dropped"] += 1
             return None
         for listener in self.listeners:
             try:
@@ -666,6 +683,7 @@ class Delivery:
             self._wake.set()
 
     def _delivered(self, unit: _Unit) -> None:
+        self.exported["delivered"] += len(unit.records)
         self._failures = 0
         self._retry_at = 0.0
         if unit.spooled:
@@ -687,6 +705,7 @@ class Delivery:
         uuids = [uuid for uuid, _ in unit.records]
         if unit.spooled:
             self._spool_call("release", uuids, error=error, delay=delay)
+            self.exported["spooled"] += unit.fresh  # written ahead while in flight; waiting now
         else:
             self._spool_put(unit.records, error=error, delay=delay)
 
@@ -694,6 +713,7 @@ class Delivery:
         uuid, body = unit.records[0]
         log_once("dead-letter", "gateway-otel: the gateway refused record %s (%s); kept as a dead letter", uuid, reason)
         self._spool_call("dead_letter", uuid, body, reason)
+        self.exported["dead_letter"] += 1
 
     def _send_singly(self, unit: _Unit) -> None:
         each = 1 if unit.fresh else 0
@@ -706,15 +726,21 @@ class Delivery:
     def _spool_put(
         self, records: list[tuple[str, bytes]], *, error: str, delay: float = 0.0, claimed: bool = False
     ) -> None:
-        self._spool_call("put", records, error=error, delay=delay, claimed=claimed)
+        if self._spool_call("put", records, error=error, delay=delay, claimed=claimed):
+            if not claimed:  # claimed: written ahead while the records are still being sent
+                self.exported["spooled"] += len(records)
+        else:
+            self.exported["dropped"] += len(records)
 
-    def _spool_call(self, method: str, *args: Any, **kwargs: Any) -> None:
+    def _spool_call(self, method: str, *args: Any, **kwargs: Any) -> bool:
         if method in ("put", "release"):
             self._spool_empty = False  # records (again) on disk: exit must look before it stops
         try:
             getattr(self.spool, method)(*args, **kwargs)
         except Exception as exc:
             log_once(f"spool-{method}", "gateway-otel: spool %s failed: %r", method, exc, level=logging.ERROR)
+            return False
+        return True
 
     def _spool_leftovers(self) -> None:
         """Write what is still in memory to the spool (at exit, or when the sender stopped)."""

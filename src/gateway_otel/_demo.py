@@ -22,8 +22,12 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
+from opentelemetry import metrics
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from rich.console import Console
+from rich.table import Table
 
 from . import configure, force_flush, instrument_app, operation_log
 from ._servers import free_port, serve_in_thread, stop_process, wait_for_port
@@ -127,6 +131,24 @@ SAMPLES: list[tuple[str, str, str, dict[str, Any] | None, str | None]] = [
 ]
 
 
+def metrics_table(reader: InMemoryMetricReader) -> Table:
+    """The adapter's own metrics of this process (the edge service), as a MeterProvider has them."""
+    table = Table(title="the edge service's gateway-otel metrics")
+    table.add_column("metric")
+    table.add_column("attributes")
+    table.add_column("value", justify="right")
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name.startswith("gateway_otel."):
+                    for point in metric.data.data_points:
+                        value = getattr(point, "value", None)  # counters and gauges: one number
+                        attributes = ", ".join(f"{k}={v!s}" for k, v in (point.attributes or {}).items())
+                        table.add_row(metric.name, attributes, f"{value:g}" if value is not None else "")
+    return table
+
+
 @contextmanager
 def worker_process(gateway_url: str, workdir: Path) -> Iterator[str]:
     """The worker service in a process of its own, reporting to the gateway as ``demo-worker``;
@@ -152,6 +174,9 @@ def run(console: Console, workdir: Path) -> int:
 
     store, gateway_app = build(workdir / "gateway.sqlite3", demo=True)
     os.environ.setdefault("OTEL_SERVICE_NAME", "demo-edge")
+    # The adapter's own metrics go to the MeterProvider a service sets; the demo's keeps them in memory.
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     with serve_in_thread(gateway_app, free_port()) as gateway_url:
         console.print(
             f"[bold]reference gateway[/] {gateway_url}  (tokens demo-alice -> alice, demo-bob -> bob)", soft_wrap=True
@@ -185,6 +210,7 @@ def run(console: Console, workdir: Path) -> int:
         stats = httpx.get(f"{gateway_url}/v1/openapi/stats", timeout=10).json()["data"]
         console.print(billing_table(stats))
         console.print(f"records stored: {stats['stored']}, duplicates refused: {stats['duplicates']}")
+        console.print(metrics_table(reader))
         console.print(
             "\n[bold]where to look[/]\n"
             "  gateway pages:             gateway-otel demo --keep DIR, then gateway-otel gateway --db "

@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-__all__ = ["EXPORT_OUTCOMES", "LOOKUP_RESULTS", "SpoolGauges", "register"]
+__all__ = ["EXPORT_OUTCOMES", "LOOKUP_RESULTS", "SpoolGauges", "add_token_cache", "register"]
 
 #: ``outcome`` of ``gateway_otel.records.exported``.
 EXPORT_OUTCOMES = ("delivered", "spooled", "dead_letter", "dropped")
@@ -57,17 +57,13 @@ class SpoolGauges:
         return self._reading
 
 
-def register(
-    exported: Callable[[], dict[str, int]], spool: SpoolGauges, token_caches: Iterable[Any] = ()
-) -> None:
+def register(exported: Callable[[], dict[str, int]], spool: SpoolGauges) -> None:
     """Report these from now on (the process's pipeline calls it at ``configure()``; a new pipeline
     replaces the sources of the previous one). The instruments are made once per process."""
     global _spool, _registered
     with _lock:
         _exported_sources[:] = [exported]
         _spool = spool
-        for cache in token_caches:
-            _lookup_sources.add(cache)
         if _registered:
             return
         _registered = True

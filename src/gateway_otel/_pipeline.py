@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from ._attributes import guess_service_name, service_name
 from ._delivery import Delivery
 from ._errors import ConfigurationError
 from ._exporter import GatewaySpanExporter, _instances
+from ._metrics import SpoolGauges
+from ._metrics import register as register_metrics
 from ._processor import OperationSpanProcessor
 from ._sampling import BillingSafeSampler
 from ._scrub import Scrubber
@@ -97,6 +101,7 @@ def configure(**options: Any) -> Pipeline:
             scrubber=Scrubber(settings.redact_patterns, settings.redact_allow),
             service=service_name(resource),
         )
+    register_metrics(delivery.exported_counts, SpoolGauges(delivery.spool.stats))
     _warn_without_host(settings)
     if settings.handle_sigterm:
         _exit_on_sigterm()
@@ -112,6 +117,8 @@ def deliver_leftovers() -> None:
     only once this process makes its first record (an idle worker may make none for hours). Only
     the delivery starts (no TracerProvider is set): ``configure()`` takes this delivery over."""
     global _leftovers
+    if _running_the_command():
+        return  # ``gateway-otel spool`` and ``check`` look at the spool; they leave it as it is
     try:
         settings = load_settings({})
     except ConfigurationError:
@@ -122,6 +129,17 @@ def deliver_leftovers() -> None:
         if _state is None and _leftovers is None:
             _leftovers = Delivery(settings, Spool(settings.spool_dir))
             _leftovers.resume()
+
+
+def _running_the_command() -> bool:
+    """Whether this process is the ``gateway-otel`` command (its script, or ``python -m`` of it)."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    if argv and Path(sys.argv[0] or "").name == "gateway-otel":
+        return True
+    return any(
+        flag == "-m" and (module == "gateway_otel" or module.startswith("gateway_otel."))
+        for flag, module in itertools.pairwise(argv)
+    )
 
 
 def _leftover_delivery(settings: Settings) -> Delivery | None:

@@ -78,6 +78,8 @@ class Relay:
         self._ready = threading.Event()
         self._gone = False
         self._rest: tuple[memoryview, list[tuple[Any, Any, float]]] | None = None
+        #: What became of the records the relay took, by outcome, as it last reported.
+        self.exported: dict[str, int] = {}
         # Non-blocking, so that an event loop's thread can hand records over without waiting for
         # the relay (``send(wait=False)``); a larger pipe holds a burst (Linux: up to 1 MiB).
         os.set_blocking(self._stdin.fileno(), False)
@@ -256,6 +258,9 @@ class Relay:
                 if message == "ready":
                     self._ready.set()
                     continue
+                if isinstance(message, dict):  # {"exported": {outcome: count}}
+                    self.exported = dict(message.get("exported") or {})
+                    continue
                 flush_id, flushed = message
                 with self._lock:
                     done = self._waiting.pop(flush_id, None)
@@ -275,6 +280,10 @@ class Relay:
             waiting, self._waiting = self._waiting, {}
         for done in waiting.values():
             done(flushed)
+
+
+#: Seconds between two reports of the relay's counts to the app (when they changed).
+COUNTS_EVERY = 1.0
 
 
 def _settings_from_env() -> Settings:
@@ -304,11 +313,23 @@ def main() -> None:
             os.write(1, orjson.dumps(message) + b"\n")
 
     def flush(flush_id: int, timeout: float) -> None:
-        answer((flush_id, delivery.force_flush(timeout)))
+        flushed = delivery.force_flush(timeout)
+        answer({"exported": dict(delivery.exported)})  # a flush's caller reads counts that include it
+        answer((flush_id, flushed))
+
+    def report_counts() -> None:
+        reported: dict[str, int] = {}
+        while True:
+            time.sleep(COUNTS_EVERY)
+            counts = dict(delivery.exported)
+            if counts != reported:
+                answer({"exported": counts})
+                reported = counts
 
     builders = (in_record, out_record)
     submit = delivery.submit
     answer("ready")
+    threading.Thread(target=report_counts, name="gateway-otel-relay-counts", daemon=True).start()
     try:
         for line in sys.stdin.buffer:
             try:
@@ -329,6 +350,7 @@ def main() -> None:
                         submit(builder, data)
     finally:
         delivery.shutdown()
+        answer({"exported": dict(delivery.exported)})  # the last word, for an app still reading
 
 
 def _row(kind: int, data: tuple[Any, ...]) -> tuple[Any, ...]:

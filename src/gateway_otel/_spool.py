@@ -248,6 +248,14 @@ class Spool:
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return int(waiting), int(dead)
 
+    def stats(self) -> tuple[int, int, float | None]:
+        """(records waiting, dead letters, when the oldest waiting record was written, or ``None``)."""
+        with self._lock:
+            conn = self._connection()
+            waiting, oldest = conn.execute("SELECT count(*), min(created) FROM records").fetchone()
+            dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return int(waiting), int(dead), None if oldest is None else float(oldest)
+
     def requeue_dead_letters(self) -> int:
         """Move dead letters back to be delivered again (after the cause was fixed)."""
         with self._lock, self._transaction() as conn:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ import httpx
 import orjson
 
 from ._errors import missing_extra
+from ._metrics import SpoolGauges
 from ._settings import load_settings
 from ._spool import Spool
 
@@ -201,8 +201,15 @@ def logs(request_id: str, host: HostOption = None) -> None:
 
 
 @app.command()
-def check(host: HostOption = None) -> None:
-    """Report the configuration and whether the gateway answers; exit code 1 when not ready."""
+def check(
+    host: HostOption = None,
+    max_age: Annotated[
+        float | None,
+        typer.Option(help="also not ready when a spooled record has waited longer than this many seconds"),
+    ] = None,
+) -> None:
+    """Report the configuration, whether the gateway answers and what waits in the spool; exit code
+    1 when not ready (a probe for alerts: ``--max-age``)."""
     options = {"openapi_host": host} if host else {}
     try:
         settings = load_settings(options)
@@ -220,14 +227,18 @@ def check(host: HostOption = None) -> None:
             table.add_row("gateway", f"[green]answers[/] (HTTP {response.status_code})" if ready else "[red]error[/]")
         except httpx.HTTPError as exc:
             table.add_row("gateway", f"[red]unreachable[/]: {exc}")
-    with contextlib.suppress(Exception):
-        waiting, dead = Spool(settings.spool_dir).counts()
-        table.add_row("spooled records", f"{waiting} waiting, {dead} dead letters")
+    problems = [] if ready else ["set OPENAPI_HOST" if not settings.openapi_host else "gateway unreachable"]
+    try:
+        waiting, dead, age = SpoolGauges(Spool(settings.spool_dir).stats).reading()
+    except Exception as exc:
+        table.add_row("spooled records", f"[red]cannot read the spool[/]: {plain(exc)}")
+    else:
+        table.add_row("spooled records", f"{waiting} waiting (oldest {age:.1f} s), {dead} dead letters")
+        if max_age is not None and age > max_age:
+            problems.append(f"a spooled record has waited longer than {max_age:g} s")
     console.print(table)
-    if not ready:
-        console.print(
-            "[red]not ready[/]: " + ("set OPENAPI_HOST" if not settings.openapi_host else "gateway unreachable")
-        )
+    if problems:
+        console.print("[red]not ready[/]: " + "; ".join(problems))
         raise typer.Exit(1)
     console.print("[green]ready[/]")
 
