@@ -16,6 +16,7 @@ from concurrent.futures import Executor, Future
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -31,6 +32,8 @@ T = TypeVar("T")
 
 #: Carries trace context and baggage whatever the global propagator is set to.
 PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+#: Baggage alone (a request without a server span of the adapter's: the identity it carries).
+BAGGAGE = W3CBaggagePropagator()
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +110,7 @@ class ContextField:
         if self.key == attrs.REQUEST_URL and value is not None:
             from ._pipeline import current  # the pipeline imports this module: import at use
 
-            value = current().scrubber.scrub_url(str(value))  # secrets never enter the context
+            value = fit_in_baggage(current().scrubber.scrub_url(str(value)))  # no secret, and it propagates
         new = _with_entry(get_current(), self.key, value)
         return ContextToken(self.key, previous, new, attach(new))
 
@@ -177,6 +180,8 @@ def with_identity(
     """
     found = ctx.get(_BAGGAGE_KEY)
     entries: dict[str, object] = dict(found) if isinstance(found, dict) else {}
+    if request_url is not None and len(request_url) > _URL_LENGTH_TO_CHECK:
+        request_url = fit_in_baggage(request_url)
     for key, value in ((_REQUEST_ID, request_id), (_CALLER_ID, caller_id), (_REQUEST_URL, request_url)):
         if value is not None:
             entries[key] = value if type(value) is str else str(value)
@@ -187,6 +192,29 @@ def with_identity(
     if span is not None:
         values[_SPAN_KEY] = span
     return context.Context(values)
+
+
+#: W3C baggage as OpenTelemetry propagates it: a ``key=value`` pair of at most 4096 bytes (a longer
+#: one is dropped whole), 8192 bytes in all. A request URL is cut to fit its pair, with a marker.
+_MAX_PAIR_BYTES = 4096
+_URL_LENGTH_TO_CHECK = 1024  # shorter URLs fit even if every character were percent-encoded
+CUT_MARKER = "...[cut]"
+
+
+def fit_in_baggage(url: str) -> str:
+    """``url``, or its head and ``CUT_MARKER`` when its baggage pair would exceed what W3C baggage
+    propagates (OpenTelemetry drops such a pair silently: a downstream service would get none)."""
+    room = _MAX_PAIR_BYTES - len(_REQUEST_URL) - 1
+    if len(quote(url, safe="")) <= room:
+        return url
+    low, high = 0, len(url)  # the longest head that fits with the marker (encoding widens characters)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(quote(url[:middle] + CUT_MARKER, safe="")) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return url[:low] + CUT_MARKER
 
 
 def with_span(ctx: context.Context, span: trace.Span) -> context.Context:

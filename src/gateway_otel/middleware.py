@@ -26,7 +26,7 @@ from opentelemetry import trace
 
 from . import _attributes as attrs
 from ._client import GatewayClient, default_client
-from ._context import attach, detach, get_current, identity, with_identity, without_identity
+from ._context import BAGGAGE, attach, detach, get_current, identity, with_identity, without_identity
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import Pipeline, current, force_flush
 from ._server_span import end_server_span, server_span_in, start_server_span
@@ -84,7 +84,11 @@ def _quiet_fastapi_tracing(app: object, pipeline: Pipeline) -> None:
     )
 
 
-def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str] | None:
+#: FastAPI's documentation routes: a browser opening them sends no token.
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+
+def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str]:
     parts = []
     for pattern in patterns:
         regex = ""
@@ -96,7 +100,7 @@ def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str] | None:
             else:
                 regex += re.escape(piece)
         parts.append(regex)
-    return re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
+    return re.compile("|".join(f"(?:{part})" for part in parts))
 
 
 #: The request headers the middleware and the server span read (W3C trace context and baggage
@@ -152,7 +156,7 @@ class _ContextMiddlewareBase:
         self._server_spans = server_spans
         self._freeze_gc = freeze_gc
         self._first = True
-        self._exclude = _compile_excludes([*(exclude_path or ()), *(exclude_url or ())])
+        self._exclude = _compile_excludes([*DOCS_PATHS, *(exclude_path or ()), *(exclude_url or ())])
         self._client = client
         self._trust_upstream = trust_upstream
 
@@ -163,12 +167,19 @@ class _ContextMiddlewareBase:
         return self._client
 
     def excluded(self, path: str) -> bool:
-        return self._exclude is not None and self._exclude.fullmatch(path) is not None
+        return self._exclude.fullmatch(path) is not None
 
     def _trusted(self) -> bool:
         if self._trust_upstream is None:
             self._trust_upstream = current().settings.trust_upstream
         return self._trust_upstream
+
+    def _upstream_caller(self, base: otel_context.Context, headers: dict[str, str]) -> str | None:
+        """The caller id that a trusted upstream (the edge that checked the token) sent in the
+        request's baggage: such a request needs no token of its own. ``None`` otherwise."""
+        if "baggage" not in headers or not self._trusted():
+            return None
+        return _str(identity(base).get(attrs.CALLER_ID))
 
     def _identity(
         self,
@@ -284,8 +295,10 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                     span, base = start_server_span(pipeline.spans, scope, headers, base)
             caller_id: str | None = None
             failure: tuple[int, str] | None = None
+            if "baggage" in headers and span is None and adopted is None and self._trusted():
+                base = BAGGAGE.extract(headers, base)  # no server span extracted it
             exclude = self._exclude  # self.excluded() and self.client, without their calls
-            if exclude is None or exclude.fullmatch(scope["path"]) is None:
+            if exclude.fullmatch(scope["path"]) is None and not (caller_id := self._upstream_caller(base, headers)):
                 client = self._client or self.client
                 authorization = headers.get("authorization")
                 try:
@@ -400,7 +413,10 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
             return
         headers = _headers(scope)
         caller_id: str | None = None
-        if not self.excluded(scope["path"]):
+        base = get_current()
+        if "baggage" in headers and self._trusted():
+            base = BAGGAGE.extract(headers, base)
+        if not self.excluded(scope["path"]) and not (caller_id := self._upstream_caller(base, headers)):
             token = headers.get("authorization") or _query_token(scope)
             try:
                 caller_id = await self.client.avalidate_token(token)
@@ -408,7 +424,7 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
                 await receive()  # websocket.connect
                 await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid token"})
                 return
-        ctx, _ = self._identity(current(), scope, headers, caller_id, get_current())
+        ctx, _ = self._identity(current(), scope, headers, caller_id, base)
         state = {"websocket.accept": False, "websocket.close": False}
 
         async def tracking_send(message: Message) -> None:
