@@ -35,6 +35,7 @@ EXERCISED = {
         "test_gateway_config_block_is_a_config_the_gateway_reads"
     ),
     "# conftest.py": "test_testing_block_passes_and_delivers_nothing",
+    "import logging": "test_request_context_block_serves_as_the_seeds_patterns",
     "livenessProbe:": "tests/test_metrics.py::test_check_prints_the_spools_depth_and_age_and_fails_past_max_age",
     "src/gateway_otel/": "(the layout: not code)",
 }
@@ -135,3 +136,28 @@ def test_testing_block_passes_and_delivers_nothing(tmp_path: Path) -> None:
     finally:
         gateway.stop()
     assert Spool(str(spool)).counts() == (0, 0)  # and none waits for a later process to deliver
+
+
+def test_request_context_block_serves_as_the_seeds_patterns(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(block("import logging"))
+    port = free_port()
+    log = tmp_path / "shop.log"
+    env = {**os.environ, "OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "shop:app", "--port", str(port), "--log-level", "warning"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, process=server)
+            headers = {"Authorization": "demo-alice", "X-Request-ID": "seed-rid-1", "X-Correlation-ID": "corr-7"}
+            response = httpx.get(f"http://127.0.0.1:{port}/v1/items?shop=east", headers=headers)
+        finally:
+            stop_process(server, 20)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"request_id": "seed-rid-1", "shop": "east", "seen_by_thread": "east"}
+    assert response.headers["x-correlation-id"] == "corr-7"
+    assert "WARNING [seed-rid-1] [corr-7] shop: audited" in log.read_text()

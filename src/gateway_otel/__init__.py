@@ -30,6 +30,7 @@ from ._pipeline import deliver_leftovers as _deliver_leftovers
 from ._pipeline import force_flush, shutdown
 from ._processor import OperationSpanProcessor
 from ._records import OperationLog
+from ._request_context import request_context
 from ._sampling import BillingSafeSampler
 from ._submit import submit_log
 
@@ -67,6 +68,7 @@ __all__ = [
     "force_flush",
     "instrument_app",
     "operation_log",
+    "request_context",
     "request_url_context",
     "run_in_context",
     "shutdown",

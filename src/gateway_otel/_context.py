@@ -25,6 +25,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import _attributes as attrs
+from ._request_context import STORE_KEY
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -171,9 +172,11 @@ def with_identity(
     caller_id: str | None,
     request_url: str | None,
     span: trace.Span | None = None,
+    store: dict[str, object] | None = None,
+    baggage_entries: Mapping[str, str] | None = None,
 ) -> context.Context:
-    """``ctx`` with the three identity entries replaced (``None`` removes an entry), and ``span``
-    as its current span when given.
+    """``ctx`` with the three identity entries replaced (``None`` removes an entry), ``span`` as its
+    current span and ``store`` as its request context when given, and ``baggage_entries`` added.
 
     What three ``set_baggage`` calls (and ``set_span_in_context``) give, with one copy of the
     baggage and of the Context rather than four: the middleware does this for every request.
@@ -187,10 +190,14 @@ def with_identity(
             entries[key] = value if type(value) is str else str(value)
         elif found:  # most requests come without baggage: nothing to remove
             entries.pop(key, None)
+    if baggage_entries:
+        entries.update(baggage_entries)
     values = dict(ctx)
     values[_BAGGAGE_KEY] = entries
     if span is not None:
         values[_SPAN_KEY] = span
+    if store is not None:
+        values[STORE_KEY] = store
     return context.Context(values)
 
 

@@ -9,6 +9,7 @@ from ._client import GatewayClient
 from ._pipeline import current
 from .logging import install as install_log_correlation
 from .middleware import HttpContextMiddleware, fastapi_telemetry
+from .plugins import Plugin
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -26,6 +27,8 @@ def instrument_app(
     log_correlation: bool = True,
     freeze_gc: bool = True,
     error_body: bool = True,
+    context_plugins: Sequence[Plugin] = (),
+    propagate: Sequence[str] = (),
 ) -> AppT:
     """Server spans (OTel HTTP semantic conventions), the context middleware with auth, the request id
     header and log correlation, on a FastAPI or Starlette app. Returns the app.
@@ -46,6 +49,10 @@ def instrument_app(
         error_body: an exception no handler of the app's answers is a 500 whose JSON body holds the
             request id (``{"code": 500, "msg": ..., "data": null, "requestId": ...}``); ``False``:
             Starlette's plain-text 500. Either carries ``X-Request-ID``.
+        context_plugins: fill ``request_context`` from each request (``gateway_otel.plugins``:
+            correlation id, user agent, forwarded-for, request time); their keys are log fields too.
+        propagate: ``request_context`` keys whose values at the request's start travel to downstream
+            services as W3C baggage (a service with ``trust_upstream`` restores them); none by default.
     """
     current()  # configured before the first request
     telemetry = fastapi_telemetry(app)
@@ -62,6 +69,8 @@ def instrument_app(
         server_spans=server_spans,
         freeze_gc=freeze_gc,
         error_body=error_body,
+        plugins=context_plugins,
+        propagate=propagate,
     )
     if log_correlation:
         install_log_correlation()

@@ -20,6 +20,7 @@ from opentelemetry.baggage import get_all as get_baggage
 from opentelemetry.context import Context
 
 from . import _attributes as attrs
+from ._request_context import log_fields, store_of
 
 __all__ = ["AccessFormatter", "AccessScrubFilter", "RequestContextFilter", "install"]
 
@@ -53,10 +54,17 @@ def _annotate(record: logging.LogRecord, ctx: Context | None = None) -> None:
         remembered = getattr(record.exc_info[1], _CONTEXT_OF_EXCEPTION, None)
         if isinstance(remembered, Context):
             _annotate(record, remembered)
+            return
+    if log_fields:
+        store = store_of(ctx) or {}
+        for key in log_fields:
+            setattr(record, key, store.get(key, "-"))
 
 
 def _blank(record: logging.LogRecord) -> None:
     record.request_id = record.caller_id = record.trace_id = record.span_id = "-"
+    for key in log_fields:
+        setattr(record, key, "-")
 
 
 def _install_record_factory() -> None:
