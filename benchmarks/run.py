@@ -1,8 +1,9 @@
 """All the measured bars of quality.md in one run, the adapter beside its anchors: python benchmarks/run.py
 
 Sets up what it needs (``wrk`` from Debian packages, ``ait_openapi==0.0.1.18`` in a virtualenv of
-its own), runs every figure against one reference gateway on 127.0.0.1, prints a table and writes
-the results as JSON to ``benchmarks/results/``. ``--quick`` runs each part briefly (the smoke test).
+its own), runs every figure against reference gateways on 127.0.0.1, prints a table and writes the
+results as JSON to ``benchmarks/results/`` (a full run also rewrites the table in
+``benchmarks/README.md``). ``--quick`` runs each part briefly (the smoke test).
 """
 
 from __future__ import annotations
@@ -469,7 +470,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
+    if not args.quick:  # kept: the figures' history lives in these files and in git
+        (out_dir / f"{time.strftime('%Y-%m-%d')}-{results['commit']}.json").write_text(json.dumps(results, indent=2))
+        if args.only is None:
+            write_table(HERE / "README.md", table, results)
     return results
+
+
+def write_table(readme: Path, table: list[tuple[str, str, str]], results: dict[str, Any]) -> None:
+    """Put a full run's table into ``readme`` between its results markers."""
+    text = readme.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in text or end not in text:
+        return
+    lines = [
+        f"A full run at {results['commit']}, {results['time']} (`benchmarks/results/`):",
+        "",
+        "| measure | figure | target |",
+        "|---|---|---|",
+        *(f"| {measure} | {figure} | {target} |" for measure, figure, target in table),
+    ]
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
 
 
 def _commit() -> str:

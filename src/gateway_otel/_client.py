@@ -7,6 +7,7 @@ import atexit
 import hashlib
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -74,7 +75,11 @@ class GatewayClient:
         self._lock = threading.Lock()
         self._async_flights: dict[tuple[int, bytes], asyncio.Future[str]] = {}
         self._sync_flights: dict[bytes, threading.Event] = {}
-        self._async_clients: dict[int, httpx.AsyncClient] = {}
+        # One client per event loop (an AsyncClient belongs to the loop it first ran in), forgotten
+        # with its loop: each ``asyncio.run()`` of a long-lived process makes a new loop.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
         self._sync_client: httpx.Client | None = None
 
     @classmethod
@@ -136,13 +141,13 @@ class GatewayClient:
         return self._http_options
 
     def _async_client(self) -> httpx.AsyncClient:
-        loop_id = id(asyncio.get_running_loop())
-        client = self._async_clients.get(loop_id)
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
         if client is None:
             # No idle keep-alive: look-ups are rare (cached), and a connection left idle in a loop that
             # ends with its server would never be closed.
             client = httpx.AsyncClient(**self._options(), limits=httpx.Limits(max_keepalive_connections=0))
-            self._async_clients[loop_id] = client
+            self._async_clients[loop] = client
         return client
 
     def _client(self) -> httpx.Client:
@@ -336,7 +341,7 @@ class GatewayClient:
             client.close()
 
     async def aclose(self) -> None:
-        clients, self._async_clients = self._async_clients, {}
+        clients, self._async_clients = self._async_clients, weakref.WeakKeyDictionary()
         for client in clients.values():
             await client.aclose()
 
