@@ -28,8 +28,8 @@ def make_app(variant: str, *, operation: bool = True, fastapi_tracing: bool = Tr
     async def answer(payload: dict[str, Any]) -> dict[str, Any]:
         return {"echo": payload.get("prompt", ""), "tokens": len(str(payload))}
 
-    if operation and variant in ("gateway", "ait"):
-        if variant == "gateway":
+    if operation and variant in ("gateway", "gateway-plugins", "ait"):
+        if variant != "ait":
             from gateway_otel import operation_log
         else:
             from ait_openapi import operation_log  # type: ignore[import-not-found,no-redef]
@@ -58,6 +58,12 @@ def make_app(variant: str, *, operation: bool = True, fastapi_tracing: bool = Tr
         from gateway_otel import instrument_app
 
         instrument_app(app)
+    elif variant == "gateway-plugins":  # the four plugins of gateway_otel.plugins
+        from gateway_otel import instrument_app
+        from gateway_otel.plugins import CorrelationIdPlugin, ForwardedForPlugin, RequestTimePlugin, UserAgentPlugin
+
+        plugins = [CorrelationIdPlugin(), UserAgentPlugin(), ForwardedForPlugin(), RequestTimePlugin()]
+        instrument_app(app, context_plugins=plugins)
     elif variant == "ait":
         from ait_openapi.middleware import HttpContextMiddleware  # type: ignore[import-not-found]
 

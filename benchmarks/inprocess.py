@@ -1,14 +1,14 @@
 """The adapter's CPU per request, with the app called as ASGI in one process: python benchmarks/inprocess.py
 
-Three apps of ``fastapi_app.py`` live in one process: the bare app, the app with ``instrument_app``
-and no operation, and the app with ``instrument_app`` and one ``operation_log`` (the wrk part's
-``gateway``). Each round sends a batch of the same POST to each, in a random order, and takes the
-CPU time of this thread per request; the median over the rounds is reported. Measured need: under
-wrk this machine's speed drifts by a fifth within a minute, and the ratio of one run to the bare
-runs beside it moved by 0.3-0.4x; batches a fraction of a second apart, in one process, drift
-together (the ratio of four runs of 60 rounds: 0.60-0.64x). Without uvicorn and the network, the
-bare app's request costs about half of what it does under wrk, so this ratio is not the bar's: the
-figures are the adapter's own microseconds, to compare one commit with another.
+Four apps of ``fastapi_app.py`` live in one process: the bare app, the app with ``instrument_app``
+and no operation, the app with ``instrument_app`` and one ``operation_log`` (the wrk part's
+``gateway``), and the same with the four request context plugins. Each round sends a batch of the
+same POST to each, in a random order, and takes the CPU time of this thread per request; the median
+over the rounds is reported. Why: under wrk this machine's speed drifts within a minute, and one
+run's ratio to the bare runs beside it moves too much to tell two commits apart; batches a fraction
+of a second apart, in one process, drift together. Without uvicorn and the network, the bare app's
+request costs about half of what it does under wrk, so this ratio is not the bar's: the figures are
+the adapter's own microseconds.
 
 The records go wherever the environment says (``OPENAPI_HOST``, ``GATEWAY_OTEL_RELAY``, ...). Each
 batch ends with a pause of twice the relay's hand-over pause, inside the timed span: the hand-over
@@ -85,6 +85,7 @@ async def measure(rounds: int, requests: int, seed: int = 0) -> dict[str, Any]:
         "bare": make_app("bare", fastapi_tracing=False),
         "middleware": make_app("gateway", operation=False),
         "gateway": make_app("gateway"),
+        "plugins": make_app("gateway-plugins"),
     }
     for name, app in apps.items():  # warm-up: the token cache, first-request work, imports
         for _ in range(200):
@@ -111,6 +112,7 @@ async def measure(rounds: int, requests: int, seed: int = 0) -> dict[str, Any]:
         "us_per_request": median,
         "middleware_us": median["middleware"] - median["bare"],
         "operation_us": median["gateway"] - median["middleware"],
+        "plugins_us": median["plugins"] - median["gateway"],
         "ratio": median["bare"] / median["gateway"],
     }
 

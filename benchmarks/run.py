@@ -415,7 +415,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "FastAPI gateway-batch in-process (ASGI, no server)",
                 f"{us['gateway']:.0f} us vs bare {us['bare']:.0f} us a request = {inp['ratio']:.2f}x; middleware "
-                f"{inp['middleware_us']:.0f} us, operation {inp['operation_us']:.0f} us",
+                f"{inp['middleware_us']:.0f} us, operation {inp['operation_us']:.0f} us, "
+                f"the four request context plugins {inp.get('plugins_us', 0):.0f} us",
                 "reported",
             )
         )

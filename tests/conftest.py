@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,13 @@ def billing_script(rid: str, n: int, *, wait: bool = False) -> str:
 class Script:
     """A Python program in its own process, talking over stdin/stdout lines (for staged scenarios)."""
 
-    def __init__(self, code: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, code: str, env: dict[str, str], *, program: Path | None = None, args: Sequence[str] = ()
+    ) -> None:
+        """Run ``code`` (``python -c``), or the ``program`` file with ``args`` when given."""
+        argv = [sys.executable, str(program), *args] if program is not None else [sys.executable, "-c", code]
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code],
+            argv,
             env={**os.environ, **env},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -96,11 +100,24 @@ class Script:
             text=True,
         )
 
-    def expect(self, line: str) -> None:
+    @classmethod
+    def of_program(cls, program: Path, *args: str, env: dict[str, str]) -> Script:
+        return cls("", env, program=program, args=args)
+
+    def read(self) -> str:
+        """The program's next line."""
         assert self.process.stdout is not None
-        got = self.process.stdout.readline().strip()
+        return self.process.stdout.readline().strip()
+
+    def expect(self, line: str) -> None:
+        got = self.read()
         if got != line:
             raise AssertionError(f"expected {line!r}, got {got!r}; stderr: {self.stderr()}")
+
+    def ask(self, line: str) -> str:
+        """Say ``line``, return the program's answer (its next line)."""
+        self.say(line)
+        return self.read()
 
     def say(self, line: str = "") -> None:
         assert self.process.stdin is not None
@@ -122,6 +139,16 @@ class Script:
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+async def request_body(receive: Any) -> bytes:
+    """The whole body of an ASGI request (for the small servers the tests write)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
 
 
 def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -31,4 +31,4 @@ def test_benchmarks_run_in_quick_mode() -> None:
     assert "delivery, one record per POST" in done.stdout
     assert results["delivery"]["wrk /report/logs"]["records_per_s"] > 0  # the batch endpoint's own rate
     assert "FastAPI gateway vs bare" in done.stdout
-    assert set(results["inprocess"]["us_per_request"]) == {"bare", "middleware", "gateway"}
+    assert set(results["inprocess"]["us_per_request"]) == {"bare", "middleware", "gateway", "plugins"}

@@ -147,3 +147,50 @@ def test_a_gateway_bound_beyond_loopback_warns(tmp_path: Path) -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(20)
+
+
+def test_a_report_token_guards_every_write_and_the_adapter_sends_it(tmp_path: Path) -> None:
+    token = f"rt-{uuid.uuid4().hex}"
+    guarded = GatewayProcess(tmp_path / "gateway", faults=False, report_token=token)
+    try:
+        record = {"uuid": str(uuid.uuid4()), "requestId": "guarded", "opLogType": "in", "opType": "x"}
+        assert guarded.client.post("/v1/openapi/report/log", json=record).status_code == 401
+        assert guarded.client.post("/v1/openapi/report/logs", json=[record]).status_code == 401
+        assert (
+            guarded.client.post(
+                "/v1/traces", content=export(), headers={"content-type": "application/json"}
+            ).status_code
+            == 401
+        )
+        wrong = {"Authorization": "Bearer not-it"}
+        assert guarded.client.post("/v1/openapi/report/log", json=record, headers=wrong).status_code == 401
+        # Reads and token checks need none of it.
+        assert (
+            guarded.client.get("/v1/openapi/validate/tokens", headers={"Authorization": "demo-alice"}).status_code
+            == 200
+        )
+        rid = f"guarded-{uuid.uuid4().hex}"
+        code = f"""
+from gateway_otel import force_flush, operation_log, trace_id_context
+@operation_log(is_cost_log=True)
+def bill(i):
+    return i
+trace_id_context.set({rid!r})
+for i in range(3):
+    bill(i)
+assert force_flush(20)
+"""
+        env = {"OPENAPI_HOST": guarded.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env, "GATEWAY_OTEL_REPORT_TOKEN": token},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert guarded.count(rid) == 6
+        assert token not in result.stderr
+    finally:
+        guarded.stop()

@@ -19,47 +19,17 @@ from gateway_otel._metrics import SpoolGauges
 from gateway_otel._spool import Spool
 from gateway_otel.testing import eventually
 
-from conftest import Gateway
+from conftest import Gateway, Script
 
 PROGRAM = Path(__file__).parent / "programs" / "metrics_worker.py"
 
 
-class Worker:
-    def __init__(self, rid: str, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(PROGRAM), rid],
-            env={**os.environ, **env},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.read() == "ready"
-
-    def read(self) -> str:
-        assert self.process.stdout is not None
-        return self.process.stdout.readline().strip()
-
-    def ask(self, command: str) -> str:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        return self.read()
-
-    def metrics(self) -> dict[str, dict[str, Any]]:
-        return dict(orjson.loads(self.ask("metrics")))
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.ask("exit")
-        self.process.wait(60)
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+def metrics_of(process: Script) -> dict[str, dict[str, Any]]:
+    return dict(orjson.loads(process.ask("metrics")))
 
 
 @pytest.fixture(params=["0", "1"], ids=["in-process", "relay"])
-def worker(request: pytest.FixtureRequest, healthy_gateway: Gateway, tmp_path: Path) -> Iterator[tuple[Worker, str]]:
+def worker(request: pytest.FixtureRequest, healthy_gateway: Gateway, tmp_path: Path) -> Iterator[tuple[Script, str]]:
     rid = f"metrics-{uuid.uuid4().hex}"
     env = {
         "OPENAPI_HOST": healthy_gateway.url,
@@ -67,11 +37,14 @@ def worker(request: pytest.FixtureRequest, healthy_gateway: Gateway, tmp_path: P
         "GATEWAY_OTEL_RELAY": request.param,
         "GATEWAY_OTEL_MAX_BACKOFF": "0.5",
     }
-    process = Worker(rid, env)
+    process = Script.of_program(PROGRAM, rid, env=env)
     try:
+        process.expect("ready")
         yield process, rid
     finally:
         healthy_gateway.faults()
+        process.say("exit")
+        process.wait(60)
         process.close()
 
 
@@ -85,23 +58,23 @@ def spool_gauge(snapshot: dict[str, dict[str, Any]], name: str) -> float:
 
 @pytest.mark.slow
 def test_through_an_outage_the_gauges_rise_and_return_and_delivered_matches_the_gateway(
-    worker: tuple[Worker, str], healthy_gateway: Gateway
+    worker: tuple[Script, str], healthy_gateway: Gateway
 ) -> None:
     process, rid = worker
     assert process.ask("bill 10") == "billed"
     assert process.ask("flush") == "flushed"
     healthy_gateway.faults(report_status=503)
     assert process.ask("bill 50") == "billed"
-    during = eventually(lambda: (m := process.metrics()) and spool_gauge(m, "records") >= 100 and m, timeout=15)
-    assert during, process.metrics()
+    during = eventually(lambda: (m := metrics_of(process)) and spool_gauge(m, "records") >= 100 and m, timeout=15)
+    assert during, metrics_of(process)
     assert spool_gauge(during, "oldest_age") > 0
     assert exported(during, "spooled") >= 100
     healthy_gateway.faults()
     after = eventually(
-        lambda: (m := process.metrics()) and spool_gauge(m, "records") == 0 and exported(m, "delivered") >= 120 and m,
+        lambda: (m := metrics_of(process)) and spool_gauge(m, "records") == 0 and exported(m, "delivered") >= 120 and m,
         timeout=20,
     )
-    assert after, process.metrics()
+    assert after, metrics_of(process)
     assert spool_gauge(after, "oldest_age") == 0
     assert spool_gauge(after, "dead_letters") == 0
     assert exported(after, "delivered") == healthy_gateway.count(rid) == 120

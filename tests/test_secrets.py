@@ -20,7 +20,7 @@ import pytest
 from gateway_otel._servers import serve_in_thread
 from gateway_otel.testing import free_port, wait_for_port
 
-from conftest import Gateway
+from conftest import Gateway, request_body
 
 TESTS = Path(__file__).parent
 
@@ -34,12 +34,7 @@ class OtlpCapture:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         headers = dict(scope["headers"])
         self.bodies.append(gzip.decompress(body) if headers.get(b"content-encoding") == b"gzip" else body)
         await send(

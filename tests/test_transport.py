@@ -28,7 +28,7 @@ from gateway_otel._spool import Spool
 from gateway_otel._transport import HttpConfig, HttpPool
 from gateway_otel.testing import free_port
 
-from conftest import Gateway
+from conftest import Gateway, request_body
 
 Answer = Callable[[bytes], list[bytes]]  # the request body -> what to write, piece by piece; b"" closes
 
@@ -190,12 +190,7 @@ class ForwardProxy:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         # A request to a proxy names the whole URL (uvicorn leaves it in the path).
         url = scope["path"] if scope["path"].startswith("http://") else f"http://{headers['host']}{scope['path']}"
@@ -261,41 +256,35 @@ def test_token_checks_and_delivery_honour_the_proxy_variables_alike(
         assert through == ["GET /v1/openapi/validate/tokens", "POST /v1/openapi/report/log"]
 
 
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    return trustme.CA()
-
-
-def test_a_ca_bundle_is_trusted_by_delivery_and_token_checks_alike(
-    raw_server: Any, authority: trustme.CA, tmp_path: Path
-) -> None:
+@pytest.fixture
+def tls_gateway(raw_server: Any, tmp_path: Path) -> tuple[RawServer, Path]:
+    """A gateway over TLS whose certificate a new CA signed, and that CA's bundle (trusted by no one yet)."""
+    authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(server_context)
     envelope = b'{"code": 0, "msg": "ok", "data": "alice"}'
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(envelope), envelope)
-    server = raw_server(lambda body: [answer], tls=server_context)
     bundle = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(bundle))
+    return raw_server(lambda body: [answer], tls=server_context), bundle
+
+
+def test_a_ca_bundle_is_trusted_by_delivery_and_token_checks_alike(tls_gateway: tuple[RawServer, Path]) -> None:
+    server, bundle = tls_gateway
     # Without the bundle the server's certificate is not trusted, on either path.
     with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         post_twice(server.url)
+    with pytest.raises(Exception, match="gateway unreachable"):
+        check_token(GatewayClient(server.url, http=HttpConfig()), "t")
     trusted = HttpConfig(ca_bundle=str(bundle))
     assert [status for status, _ in post_twice(server.url, trusted)] == [200, 200]
     assert check_token(GatewayClient(server.url, http=trusted), "t") == "alice"
-    with pytest.raises(Exception, match="gateway unreachable"):
-        check_token(GatewayClient(server.url, http=HttpConfig()), "t")
 
 
 def test_ssl_cert_file_is_honoured_by_both_paths(
-    raw_server: Any, authority: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tls_gateway: tuple[RawServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    envelope = b'{"code": 0, "msg": "ok", "data": "bob"}'
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(envelope), envelope)
-    server = raw_server(lambda body: [answer], tls=server_context)
-    bundle = tmp_path / "ca.pem"
-    authority.cert_pem.write_to_path(str(bundle))
+    server, bundle = tls_gateway
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     assert [status for status, _ in post_twice(server.url, HttpConfig())] == [200, 200]
-    assert check_token(GatewayClient(server.url, http=HttpConfig()), "t") == "bob"
+    assert check_token(GatewayClient(server.url, http=HttpConfig()), "t") == "alice"

@@ -227,7 +227,12 @@ class GatewayClient:
         entry = self._cache.get(prepared[1])
         if entry is None or entry[0] < time.monotonic():
             return None
-        return self._from_cache(entry[1])
+        caller = entry[1]
+        if caller is None:
+            self.lookups["rejected"] += 1
+            raise AuthorizationException("invalid token")
+        self.lookups["hit"] += 1
+        return caller
 
     async def avalidate_token(self, token: str | None) -> str:
         """The caller id of ``token``; raises ``AuthorizationException`` when the gateway rejects it."""

@@ -43,7 +43,9 @@ Listener = Callable[[bytes], None]
 
 REPORT_PATH = "/v1/openapi/report/log"
 BATCH_PATH = "/v1/openapi/report/logs"
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Answers after which a record is sent again later. 401 and 403 refuse the sender's credentials (its
+#: report token), not the record: records wait for the configuration to be fixed, not dead-lettered.
+RETRYABLE_STATUS = frozenset({401, 403, 408, 425, 429, 500, 502, 503, 504})
 #: A record older than this (waiting in memory or in flight) is also written to the spool,
 #: so that a process killed while the gateway is slow or down loses nothing older.
 SPILL_AFTER = 0.5
@@ -119,7 +121,7 @@ class Delivery:
         self.listeners: list[Listener] = []
         self._host = settings.openapi_host
         # Requests in flight: several small ones hide the round trip; big batches only contend for
-        # the gateway's database (measured: 16 batches in flight deliver a third less than 4).
+        # the gateway's database, so fewer of them are in flight.
         self._slots = settings.batch_in_flight if settings.batch else settings.max_in_flight
         self._hard_limit = settings.queue_size
         self._reset()
@@ -206,9 +208,9 @@ class Delivery:
         """On an event loop's thread, with a relay: hand the queue over from that loop in
         ``RELAY_PAUSE`` seconds (``True``), rather than from the sender thread.
 
-        Measured need: a second thread that takes the GIL every 20 ms to hand records over cost an
-        app serving FastAPI under load 6-9% of its requests per second (its own CPU was 1.5-2.5% of a
-        core), and the same work done on the app's own event loop 2-3%.
+        Why: a second thread that takes the GIL every few milliseconds to hand records over costs an
+        app serving requests under load more than the same work done on its own event loop, between
+        requests (``benchmarks/results/``).
         """
         loop = asyncio._get_running_loop()
         if loop is None:
@@ -374,9 +376,8 @@ class Delivery:
 
     def _wants_relay(self) -> bool:
         """Whether a relay delivers: ``relay`` on, or left to the default in a process that serves
-        requests. Measured need: under ``wrk`` a FastAPI app delivering one record per POST in its own
-        process served 0.60x the bare app's requests per second (p99 11x), with the relay 0.78x
-        (p99 1.5x): the sender thread and the request path share one GIL (``benchmarks/README.md``)."""
+        requests: in the app's own process the sender thread and the request path share one GIL, and
+        a busy service loses much of its throughput and its p99 to delivery (``benchmarks/README.md``)."""
         if not self._host:
             return False
         return self.settings.relay if self.settings.relay is not None else self.serving
@@ -384,7 +385,11 @@ class Delivery:
     async def _run(self) -> None:
         assert self._wake is not None
         pool = HttpPool(
-            self._host or "http://127.0.0.1", size=self._slots, timeout=self.settings.timeout, config=self.settings.http
+            self._host or "http://127.0.0.1",
+            size=self._slots,
+            timeout=self.settings.timeout,
+            config=self.settings.http,
+            token=self.settings.report_token,
         )
         self._http = pool
         tasks = self._tasks

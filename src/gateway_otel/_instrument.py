@@ -39,13 +39,13 @@ def instrument_app(
         trust_upstream: take identity from incoming W3C baggage (an internal service behind the gateway).
         server_spans: one SERVER span per request, following the OTel HTTP semantic conventions (a lean
             path of the context middleware; stock ``FastAPIInstrumentor`` costs more than the app).
-            FastAPI 0.16x's own tracing is turned off for it. With ``False`` that is left on
-            (measured under wrk: about half the bare app's requests per second) when, at the first
-            request, a processor such as OTLP's would see its spans; else it is turned off too.
+            FastAPI 0.16x's own tracing is turned off for it. With ``False`` that is left on (it
+            costs about as much as the app) when, at the first request, a processor such as OTLP's
+            would see its spans; else it is turned off too.
         log_correlation: add request id, trace id, span id and caller id to every log record.
         freeze_gc: at the first request, ``gc.collect()`` then ``gc.freeze()`` (once per process), so
             that the garbage collector's full collections scan only what requests allocate, not the
-            whole app (measured: a quarter to a half off the p99 under load; ``benchmarks/README.md``).
+            whole app (a shorter p99 under load).
         error_body: an exception no handler of the app's answers is a 500 whose JSON body holds the
             request id (``{"code": 500, "msg": ..., "data": null, "requestId": ...}``); ``False``:
             Starlette's plain-text 500. Either carries ``X-Request-ID``.

@@ -10,6 +10,7 @@ collects, so with no MeterProvider set nothing runs at all.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -25,6 +26,12 @@ __all__ = ["EXPORT_OUTCOMES", "LOOKUP_RESULTS", "SpoolGauges", "add_token_cache"
 EXPORT_OUTCOMES = ("delivered", "spooled", "dead_letter", "dropped")
 #: ``result`` of ``gateway_otel.token_cache.lookups``.
 LOOKUP_RESULTS = ("hit", "miss", "rejected")
+#: The spool's gauges, in the order of ``SpoolGauges.reading()``.
+SPOOL_GAUGES = (
+    ("gateway_otel.spool.records", "{record}", "Records waiting in the spool (dead letters not counted)"),
+    ("gateway_otel.spool.dead_letters", "{record}", "Dead letters kept in the spool"),
+    ("gateway_otel.spool.oldest_age", "s", "Age of the oldest record waiting in the spool (0 when none)"),
+)
 #: Seconds one reading of the spool serves the three spool gauges of one collection.
 SPOOL_READING_TTL = 1.0
 
@@ -74,24 +81,10 @@ def register(exported: Callable[[], dict[str, int]], spool: SpoolGauges) -> None
         unit="{record}",
         description="Records by what became of them: delivered, spooled, dead_letter, dropped",
     )
-    meter.create_observable_gauge(
-        "gateway_otel.spool.records",
-        callbacks=[lambda options: _observe_spool(0)],
-        unit="{record}",
-        description="Records waiting in the spool (dead letters not counted)",
-    )
-    meter.create_observable_gauge(
-        "gateway_otel.spool.dead_letters",
-        callbacks=[lambda options: _observe_spool(1)],
-        unit="{record}",
-        description="Dead letters kept in the spool",
-    )
-    meter.create_observable_gauge(
-        "gateway_otel.spool.oldest_age",
-        callbacks=[lambda options: _observe_spool(2)],
-        unit="s",
-        description="Age of the oldest record waiting in the spool (0 when none)",
-    )
+    for index, (name, unit, description) in enumerate(SPOOL_GAUGES):  # one spool reading serves the three
+        meter.create_observable_gauge(
+            name, callbacks=[functools.partial(_observe_spool, index)], unit=unit, description=description
+        )
     meter.create_observable_counter(
         "gateway_otel.token_cache.lookups",
         callbacks=[_observe_lookups],
@@ -113,7 +106,7 @@ def _observe_exported(options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(count, {"outcome": outcome}) for outcome, count in totals.items()]
 
 
-def _observe_spool(index: int) -> Iterable[Observation]:
+def _observe_spool(index: int, options: CallbackOptions) -> Iterable[Observation]:
     spool = _spool
     if spool is None:
         return []

@@ -1,16 +1,15 @@
 """The relay: records built and delivered by a helper process, so that the app's core serves requests.
 
-Measured need: a FastAPI app that keeps its core busy and reports one record per POST (the
-protocol every gateway speaks) makes thousands of requests to the gateway a second. Its delivery
-thread then took 17% of the process's CPU beside the request path, and under ``wrk`` the app
-served 0.50-0.55x the bare app's requests per second. With ``relay`` on, the app only hands the
+Why: a FastAPI app that keeps its core busy and reports one record per POST (the protocol every
+gateway speaks) makes thousands of requests to the gateway a second, and a delivery thread in its
+own process competes with the request path for one GIL. With ``relay`` on, the app only hands the
 records' span data over, one line per hand-over, and a process of its own builds and sends the
 records on another core, with an ordinary ``Delivery`` (the same retries, spool and exit drain).
-On an event loop's thread the loop hands over itself (``Delivery._hand_over_soon``): 0.74-0.77x
-in paired runs, p99 1.8-2.0x the bare app's.
+On an event loop's thread the loop hands over itself (``Delivery._hand_over_soon``).
 
 The wire is newline-delimited JSON. App to relay: a list of records, or ``[flush id, timeout]``.
-Relay to app: ``"ready"`` once, then ``[flush id, flushed]`` per flush request.
+Relay to app: ``"ready"`` once, then ``[flush id, flushed]`` per flush request, and
+``{"exported": {outcome: count}}`` whenever its counts changed (the adapter's metrics).
 A record is ``[0 (in) or 1 (out), trace id's high 64 bits, its low 64 bits, span id, parent span
 id, start ns, end ns, attributes, failed, service]``, or ``[2, body]`` for a record built in the
 app. An operation that ended before its ``in`` record was handed over sends one row for both,
@@ -153,8 +152,8 @@ class Relay:
         kinds = {} if build_here else self._kinds
         rows: list[Any] = []
         # Where an operation's in record waits in ``rows`` (by span id) for its out record, which
-        # most often follows in the same line: then one row makes both. Measured need: building a
-        # row was two thirds of the hand-over, which is paid on the event loop for every record.
+        # most often follows in the same line: then one row makes both, as building rows is most
+        # of the hand-over, paid on the event loop for every record.
         opened: dict[int, int] = {}
         paired = False
         for builder, item, _ in entries:
@@ -175,8 +174,8 @@ class Relay:
             rows[at] = _row(_IN, rows[at])
         if paired:
             rows = [row for row in rows if row is not None]
-        # One call encodes the whole line (measured: a call per row was most of the hand-over's
-        # cost); a value JSON cannot hold as it is (an int past 64 bits) has its records built here.
+        # One call encodes the whole line (a call per row would be most of the hand-over's cost); a
+        # value JSON cannot hold as it is (an int past 64 bits) has its records built here.
         try:
             line = orjson.dumps(rows)
         except TypeError:

@@ -57,8 +57,8 @@ def default_sampling(sampler: Sampler) -> bool | None:
 
     Such a sampler samples a span without a parent or with a sampled one and drops the others
     (operation spans are recorded instead when billing safe); the trace state is the parent's. The
-    lean tracer decides that itself: asking the samplers took a quarter of a server span's start
-    and end (measured in a loop).
+    lean tracer decides that itself: asking the samplers is a large part of a server span's start
+    and end.
     """
     billing_safe = isinstance(sampler, BillingSafeSampler)
     if billing_safe:

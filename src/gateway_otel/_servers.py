@@ -62,7 +62,13 @@ class GatewayProcess:
     """A reference gateway running in a subprocess, and a client to look into it."""
 
     def __init__(
-        self, directory: Path, *, faults: bool = True, port: int | None = None, config: Path | None = None
+        self,
+        directory: Path,
+        *,
+        faults: bool = True,
+        port: int | None = None,
+        config: Path | None = None,
+        report_token: str | None = None,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -73,6 +79,8 @@ class GatewayProcess:
             args.append("--faults")
         if config is not None:
             args += ["--config", str(config)]
+        if report_token is not None:
+            args += ["--report-token", report_token]
         self.log = open(directory / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)  # noqa: S603 - our own argv
         wait_for_port(self.port, process=self.process)

@@ -73,6 +73,9 @@ class Settings:
     trust_upstream: bool = False
     #: Also export spans over OTLP (``None``: when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).
     otlp: bool | None = None
+    #: Sent as ``Authorization: Bearer <token>`` with every report, for a gateway that guards its
+    #: writes (the reference gateway's ``--report-token``).
+    report_token: str | None = None
     #: A PEM file of the certificate authorities to trust for the gateway (else the system's, and
     #: ``SSL_CERT_FILE`` when set); delivery and token checks alike.
     ca_bundle: str | None = None

@@ -1,8 +1,7 @@
 """Lean spans: the OTel SDK's span semantics, at less than half its cost, for the spans gateway-otel starts.
 
-Measured need: with the SDK's ``Tracer.start_span``, a span with six attributes costs 17 us to
-start and end in a loop, and under a loaded FastAPI app the two spans of a request (the SERVER
-span and the operation's) took more time than the app itself. Most of it is generic care that
+Why: with the SDK's ``Tracer.start_span``, the two spans of a request (the SERVER span and the
+operation's) take more time than a FastAPI app's own work for it. Most of it is generic care that
 these spans do not need: each attribute value cleaned under a lock (ours are strings, ints and
 booleans made here), bounded lists made for events and links that stay empty, a lock per span,
 and a frozen copy of the span made for the processors at its end.
@@ -114,7 +113,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._kind = kind
         self._attributes: dict[str, Any] = attributes
         # Most spans get no events, links or drops: they share empty ones until their first
-        # (measured: three lists a span were a tenth of a request's allocations).
+        # (three lists a span would be a large share of a request's allocations).
         self._events: Sequence[Event] = ()
         self._links: Sequence[Link] = ()
         self._status = _UNSET
@@ -148,8 +147,8 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     # -- for the gateway's records ------------------------------------------------------------
 
     def record_data(self) -> tuple[int, int, int | None, int, int | None, dict[str, Any], bool, str]:
-        """What the exporter's ``span_data`` takes of a span, read from the fields (measured: the
-        ``ReadableSpan`` properties it reads cost twice as much). A span that has ended takes no
+        """What the exporter's ``span_data`` takes of a span, read from the fields (the
+        ``ReadableSpan`` properties would cost a call each). A span that has ended takes no
         more changes: its attributes are handed over as they are, a running one's are copied."""
         context: SpanContext = self._context  # type: ignore[assignment]
         parent = self._parent
@@ -381,9 +380,8 @@ class _Origin:
         call it.
 
         ``operations`` (the adapter's own processor) takes operation spans only and ignores every
-        other: the others skip it. Measured need: for a request's SERVER span the provider's
-        processor and the adapter's, which looked at the span only to pass it by, were a fifth of the
-        span's cost. The processors are read again whenever the provider's set changes.
+        other: the others skip it, as looking at a SERVER span only to pass it by is a large part of
+        the span's cost. The processors are read again whenever the provider's set changes.
         """
         multi = self.tracer.span_processor
         if type(multi) is not SynchronousMultiSpanProcessor:
@@ -508,8 +506,7 @@ class LeanTracer:
             # No processor would see it start or end (a SERVER span with neither OTLP nor a
             # processor of the user's): what it would record goes nowhere, so it records nothing.
             # Its context is as real as a recording span's, for its children, the request id and
-            # log lines. Measured need: recording the SERVER span took about 10,000 instructions a
-            # request, of the adapter's 150,000-170,000 (callgrind).
+            # log lines, and recording it would be a good share of the adapter's work per request.
             return trace_api.NonRecordingSpan(span_context)
         span = LeanSpan(
             name,

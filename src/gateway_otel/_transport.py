@@ -125,6 +125,7 @@ class HttpPool:
         timeout: float,
         config: HttpConfig | None = None,
         user_agent: str = "gateway-otel",
+        token: str | None = None,
     ) -> None:
         self._host, self._port, tls = _address(base_url)
         parts = urlsplit(base_url)
@@ -137,6 +138,8 @@ class HttpPool:
         # Through a proxy, a plain-HTTP request names the whole URL; an HTTPS one goes through a tunnel.
         self._absolute = f"http://{self._authority}" if proxy and not tls else ""
         self._head = f"Host: {self._authority}\r\nUser-Agent: {user_agent}\r\nContent-Type: application/json\r\n"
+        if token:
+            self._head += f"Authorization: Bearer {token}\r\n"
         self._size = size
         self._timeout = timeout
         self._idle: list[_Connection] = []

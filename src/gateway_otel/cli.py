@@ -179,6 +179,10 @@ def gateway(
     db: Annotated[Path | None, typer.Option(help="SQLite database (default: a temporary one)")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON file of callers, tokens, models, balances, prices")] = None,
     demo: Annotated[bool, typer.Option(help="also know the demo callers alice and bob")] = False,
+    report_token: Annotated[
+        str | None,
+        typer.Option(help="writes of records need 'Authorization: Bearer TOKEN'", envvar="GATEWAY_OTEL_REPORT_TOKEN"),
+    ] = None,
 ) -> None:
     """Run the reference gateway."""
     try:
@@ -187,7 +191,7 @@ def gateway(
         _needs_extra("gateway", "gateway-otel gateway", exc)
 
     console.print(f"reference gateway on http://{host}:{port}  (db: {db or 'temporary'})")
-    run(host, port, db=db, config=config, demo=demo, log_level="info")
+    run(host, port, db=db, config=config, demo=demo, log_level="info", report_token=report_token)
 
 
 @app.command()

@@ -26,7 +26,16 @@ from opentelemetry import trace
 
 from . import _attributes as attrs
 from ._client import GatewayClient, default_client
-from ._context import BAGGAGE, attach, detach, get_current, identity, with_identity, without_identity
+from ._context import (
+    BAGGAGE,
+    attach,
+    detach,
+    get_current,
+    identity,
+    sane_request_id,
+    with_identity,
+    without_identity,
+)
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import Pipeline, current, force_flush
 from ._request_context import PROPAGATED_PREFIX, log_fields
@@ -44,18 +53,10 @@ __all__ = ["HttpContextMiddleware", "WebSocketHttpContextMiddleware", "sane_requ
 logger = logging.getLogger("gateway_otel")
 
 REQUEST_ID_HEADER = b"x-request-id"
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 #: WebSocket close code for a policy violation (a bad token).
 POLICY_VIOLATION = 1008
 #: WebSocket close code for a server that failed while handling the connection.
 INTERNAL_ERROR = 1011
-
-
-def sane_request_id(value: str | None) -> str | None:
-    """``value`` when it is a usable request id (1-128 of ``[A-Za-z0-9._:-]``), else ``None``."""
-    if value and _SANE_REQUEST_ID.fullmatch(value):
-        return value
-    return None
 
 
 def fastapi_telemetry(app: object) -> dict[str, Any] | None:
@@ -70,10 +71,9 @@ def _quiet_fastapi_tracing(app: object, pipeline: Pipeline) -> None:
     """Turn off a FastAPI app's own request tracing, at its first request, when nothing would see
     its spans: no processor on the provider in force but the adapter's (which ignores them).
 
-    Measured need: the middleware added by itself (as ait_openapi's users add it) to a FastAPI 0.16x
-    app served 0.47x the bare app's requests per second under wrk, and 0.73x with this (0.75x with
-    FastAPI's tracing off from the start): the provider that ``configure()`` sets for operation spans
-    made FastAPI trace every request, and with no exporter configured each of those spans went nowhere.
+    Why: the provider that ``configure()`` sets for operation spans makes FastAPI 0.16x trace every
+    request, which costs a middleware-only app (as ait_openapi's users add it) much of its
+    throughput, and with no exporter configured each of those spans goes nowhere.
     """
     config = fastapi_telemetry(app)
     if config is None or not config.get("tracing") or config.get("tracer_provider") is not None:
@@ -91,7 +91,7 @@ def _quiet_fastapi_tracing(app: object, pipeline: Pipeline) -> None:
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
 
-def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str]:
+def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str] | None:
     parts = []
     for pattern in patterns:
         regex = ""
@@ -103,7 +103,7 @@ def _compile_excludes(patterns: Iterable[str]) -> re.Pattern[str]:
             else:
                 regex += re.escape(piece)
         parts.append(regex)
-    return re.compile("|".join(f"(?:{part})" for part in parts))
+    return re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
 
 
 #: The request headers the middleware and the server span read (W3C trace context and baggage
@@ -116,8 +116,7 @@ _READ_HEADERS = {
 
 def _headers(scope: Scope, wanted: dict[bytes, str] = _READ_HEADERS) -> dict[str, str]:
     """The request headers the middleware reads (``wanted``: its own and its plugins'), by lower-case
-    name (the last of repeated ones), decoded once; the others are not decoded at all (measured
-    in-process: about 2 us of CPU per request less than decoding every header)."""
+    name (the last of repeated ones), decoded once; the others are not decoded at all."""
     headers: dict[str, str] = {}
     read = wanted.get
     for key, value in scope.get("headers", ()):
@@ -166,7 +165,7 @@ class _ContextMiddlewareBase:
         self._server_spans = server_spans
         self._freeze_gc = freeze_gc
         self._first = True
-        self._exclude = _compile_excludes([*DOCS_PATHS, *(exclude_path or ()), *(exclude_url or ())])
+        self._exclude = _compile_excludes([*(exclude_path or ()), *(exclude_url or ())])
         self._client = client
         self._trust_upstream = trust_upstream
 
@@ -177,17 +176,18 @@ class _ContextMiddlewareBase:
         return self._client
 
     def excluded(self, path: str) -> bool:
-        return self._exclude.fullmatch(path) is not None
+        """Whether ``path`` needs no token: the docs routes and ``exclude_path``."""
+        return path in DOCS_PATHS or (self._exclude is not None and self._exclude.fullmatch(path) is not None)
 
     def _trusted(self) -> bool:
         if self._trust_upstream is None:
             self._trust_upstream = current().settings.trust_upstream
         return self._trust_upstream
 
-    def _upstream_caller(self, base: otel_context.Context, headers: dict[str, str]) -> str | None:
+    def _upstream_caller(self, base: otel_context.Context) -> str | None:
         """The caller id that a trusted upstream (the edge that checked the token) sent in the
         request's baggage: such a request needs no token of its own. ``None`` otherwise."""
-        if "baggage" not in headers or not self._trusted():
+        if not self._trusted():
             return None
         return _str(identity(base).get(attrs.CALLER_ID))
 
@@ -248,8 +248,10 @@ class _ContextMiddlewareBase:
             except Exception as exc:
                 log_once(f"plugin-{plugin.key}", "gateway-otel: the %s plugin failed: %r", plugin.key, exc)
                 continue
+            if isinstance(value, str) and pipeline.scrubber.suspects(value):
+                value = pipeline.scrubber.scrub_text(value)
             if value is not None:
-                store[plugin.key] = pipeline.scrubber.scrub_text(value) if isinstance(value, str) else value
+                store[plugin.key] = value
 
     def _response_headers(self, store: dict[str, Any]) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
@@ -266,11 +268,10 @@ def _freeze_startup_objects() -> None:
     """Move what exists at the first request (modules, the app, its routes and models) out of the
     cyclic garbage collector's way: its full collections then scan only what requests allocate.
 
-    Measured need: each request's spans, contexts and attributes are GC-tracked objects; under load
-    they trigger full collections of the whole heap (25-35 ms each with a FastAPI app loaded),
-    which set the p99. This is ``gc.freeze()`` as CPython's documentation describes it, after one
-    collection so that no garbage of the start-up is kept. Once per process: apps made later (a
-    test suite makes many) must stay collectable.
+    Why: each request's spans, contexts and attributes are GC-tracked objects; under load they
+    trigger full collections of the whole heap, which set the p99. This is ``gc.freeze()`` as
+    CPython's documentation describes it, after one collection so that no garbage of the start-up is
+    kept. Once per process: apps made later (a test suite makes many) must stay collectable.
     """
     global _frozen
     if _frozen:
@@ -287,11 +288,11 @@ def _str(value: object) -> str | None:
 def _trace_id_or_new(span: trace.Span) -> str:
     span_context = span.get_span_context()
     if span_context[_VALID]:  # read by index, as the API's own properties read a SpanContext
-        # Its 32 hex digits, as format(trace_id, "032x") writes them, at half the cost (measured).
+        # Its 32 hex digits, as format(trace_id, "032x") writes them, without the format machinery.
         return span_context[_TRACE_ID].to_bytes(16, "big").hex()
     # 32 random hex digits from the OS, as ``uuid.uuid4().hex`` (less its six fixed bits) without
     # its ``UUID`` object: each request without a server span (the middleware added by itself, as
-    # ait_openapi's users add it) makes one. Measured (callgrind): 13,600 instructions a request less.
+    # ait_openapi's users add it) makes one.
     return os.urandom(16).hex()
 
 
@@ -315,8 +316,8 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
     """Authenticates each HTTP request and puts its identity in the OTel Context (pure ASGI)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # One coroutine for the whole request (measured: every frame and call on this path is paid
-        # once per request, and under load each costs about twice what it does in a loop).
+        # One coroutine for the whole request: every frame and call on this path is paid once per
+        # request, and under load each costs more than it does in a loop.
         if scope["type"] != "http":
             await self.app(scope, receive, _flush_at_shutdown(send) if scope["type"] == "lifespan" else send)
             return
@@ -345,7 +346,12 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             if "baggage" in headers and span is None and adopted is None and self._trusted():
                 base = BAGGAGE.extract(headers, base)  # no server span extracted it
             exclude = self._exclude  # self.excluded() and self.client, without their calls
-            if exclude.fullmatch(scope["path"]) is None and not (caller_id := self._upstream_caller(base, headers)):
+            path = scope["path"]
+            if (
+                path not in DOCS_PATHS
+                and (exclude is None or exclude.fullmatch(path) is None)
+                and not ("baggage" in headers and (caller_id := self._upstream_caller(base)))
+            ):
                 client = self._client or self.client
                 authorization = headers.get("authorization")
                 try:
@@ -464,7 +470,9 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
         base = get_current()
         if "baggage" in headers and self._trusted():
             base = BAGGAGE.extract(headers, base)
-        if not self.excluded(scope["path"]) and not (caller_id := self._upstream_caller(base, headers)):
+        if not self.excluded(scope["path"]) and not (
+            "baggage" in headers and (caller_id := self._upstream_caller(base))
+        ):
             token = headers.get("authorization") or _query_token(scope)
             try:
                 caller_id = await self.client.avalidate_token(token)

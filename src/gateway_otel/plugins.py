@@ -11,9 +11,11 @@ Text values go through the adapter's scrubber: no secret enters the context.
 from __future__ import annotations
 
 import datetime
-import uuid
+import os
 from collections.abc import Mapping
 from typing import Any
+
+from ._context import sane_request_id
 
 __all__ = ["CorrelationIdPlugin", "ForwardedForPlugin", "Plugin", "RequestTimePlugin", "UserAgentPlugin"]
 
@@ -45,9 +47,8 @@ class CorrelationIdPlugin(Plugin):
     header = "x-correlation-id"
 
     def process_request(self, headers: Mapping[str, str], scope: Mapping[str, Any]) -> Any:
-        from .middleware import sane_request_id  # the middleware imports plugins: import at use
-
-        return sane_request_id(headers.get("x-correlation-id")) or uuid.uuid4().hex
+        # A new one: 32 random hex digits, as the request id without a trace id.
+        return sane_request_id(headers.get("x-correlation-id")) or os.urandom(16).hex()
 
     def enrich_response(self, value: Any) -> list[tuple[bytes, bytes]]:
         return [(b"x-correlation-id", str(value).encode("latin-1"))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ._server import run
 
@@ -15,8 +16,21 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="callers, tokens, models, balances, prices (JSON)")
     parser.add_argument("--demo", action="store_true", help="also know the demo callers alice and bob")
     parser.add_argument("--faults", action="store_true", help="enable PUT /v1/openapi/faults (tests only)")
+    parser.add_argument(
+        "--report-token",
+        default=os.environ.get("GATEWAY_OTEL_REPORT_TOKEN"),
+        help="writes of records need 'Authorization: Bearer TOKEN' (default: $GATEWAY_OTEL_REPORT_TOKEN)",
+    )
     args = parser.parse_args()
-    run(args.host, args.port, db=args.db, config=args.config, demo=args.demo, faults=args.faults)
+    run(
+        args.host,
+        args.port,
+        db=args.db,
+        config=args.config,
+        demo=args.demo,
+        faults=args.faults,
+        report_token=args.report_token,
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,12 @@ from ._store import Store, read_config
 
 
 def build(
-    db: str | Path | None = None, *, config: str | Path | None = None, demo: bool = False, faults: bool = False
+    db: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    demo: bool = False,
+    faults: bool = False,
+    report_token: str | None = None,
 ) -> tuple[Store, object]:
     """A store (a temporary database when ``db`` is None) and the app over it."""
     if db is None:
@@ -20,7 +25,7 @@ def build(
         store.load_demo()
     if config is not None:
         store.load_config(read_config(config))
-    return store, create_app(store, faults=Faults() if faults else None)
+    return store, create_app(store, faults=Faults() if faults else None, report_token=report_token)
 
 
 def run(
@@ -32,6 +37,7 @@ def run(
     demo: bool = False,
     faults: bool = False,
     log_level: str = "warning",
+    report_token: str | None = None,
 ) -> None:
     """Serve the reference gateway until interrupted."""
     import ipaddress
@@ -50,5 +56,5 @@ def run(
             host,
         )
 
-    _, app = build(db, config=config, demo=demo, faults=faults)
+    _, app = build(db, config=config, demo=demo, faults=faults, report_token=report_token)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # type: ignore[arg-type]
