@@ -383,7 +383,7 @@ class Delivery:
         return self.settings.relay if self.settings.relay is not None else self.serving
 
     async def _run(self) -> None:
-        assert self._wake is not None
+        wake = self._loop_event()
         pool = HttpPool(
             self._host or "http://127.0.0.1",
             size=self._slots,
@@ -412,11 +412,11 @@ class Delivery:
                 if lingering is None and self._queue and self._free_slots() > 0 and self._healthy(now):
                     await asyncio.sleep(0)  # let the requests just started run, then take more
                     continue
-                self._wake.clear()
+                wake.clear()
                 self._idle = not self._queue
                 wait = TICK if lingering is None else min(TICK, lingering)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await within(self._wake.wait(), wait)
+                    await within(wake.wait(), wait)
                 self._idle = False
             for task in list(tasks):
                 task.cancel()
@@ -428,7 +428,7 @@ class Delivery:
 
     async def _relay_run(self, relay: Relay) -> bool:
         """Hand the queue over to the relay process; ``False`` when it is gone (delivery goes on here)."""
-        assert self._wake is not None
+        wake = self._loop_event()
         self._relay = relay
         while relay.alive():
             handed = 0
@@ -444,14 +444,14 @@ class Delivery:
                             return True
                 except (OSError, ValueError):
                     break
-            self._wake.clear()
+            wake.clear()
             # While records come, look again after RELAY_PAUSE, unasked: the app's threads then never
             # signal this one (a flush still does). Idle, wait for the next record.
             if not handed:
                 self._idle = True
                 self._idle = not self._queue  # one queued before the flag was up asked for no wake
             with contextlib.suppress(asyncio.TimeoutError):
-                await within(self._wake.wait(), TICK if self._idle or self._handing else RELAY_PAUSE)
+                await within(wake.wait(), TICK if self._idle or self._handing else RELAY_PAUSE)
             self._idle = False
         log_once("relay", "gateway-otel: the relay stopped; delivering in this process", level=logging.ERROR)
         with self._hand_lock:
@@ -524,7 +524,7 @@ class Delivery:
         if now is not None and len(self._acked) < ACK_BATCH and now - self._acked_since < TICK:
             return
         acked, self._acked = self._acked, []
-        self._spool_call("delivered", acked)
+        self._spool_call("delivered", lambda: self.spool.delivered(acked))
 
     def _healthy(self, now: float) -> bool:
         return self._host is not None and now >= self._retry_at
@@ -614,7 +614,8 @@ class Delivery:
         )
         self._dispatched += fresh
         self._inflight[id(unit)] = unit
-        assert self._http is not None
+        if self._http is None:
+            raise RuntimeError("gateway-otel: records dispatched before the sender's connection pool exists")
         task = asyncio.ensure_future(self._send(self._http, unit))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -684,8 +685,7 @@ class Delivery:
             self._inflight.pop(id(unit), None)
             self._resolved += unit.fresh
             self._resolve_markers()
-            assert self._wake is not None
-            self._wake.set()
+            self._loop_event().set()
 
     def _delivered(self, unit: _Unit) -> None:
         self.exported["delivered"] += len(unit.records)
@@ -709,7 +709,7 @@ class Delivery:
         log_once("gateway-down", "gateway-otel: the gateway did not take records (%s); retrying in %.1fs", error, delay)
         uuids = [uuid for uuid, _ in unit.records]
         if unit.spooled:
-            self._spool_call("release", uuids, error=error, delay=delay)
+            self._spool_call("release", lambda: self.spool.release(uuids, error=error, delay=delay), refills=True)
             self.exported["spooled"] += unit.fresh  # written ahead while in flight; waiting now
         else:
             self._spool_put(unit.records, error=error, delay=delay)
@@ -717,7 +717,7 @@ class Delivery:
     def _dead_letter(self, unit: _Unit, reason: str) -> None:
         uuid, body = unit.records[0]
         log_once("dead-letter", "gateway-otel: the gateway refused record %s (%s); kept as a dead letter", uuid, reason)
-        self._spool_call("dead_letter", uuid, body, reason)
+        self._spool_call("dead_letter", lambda: self.spool.dead_letter(uuid, body, reason))
         self.exported["dead_letter"] += 1
 
     def _send_singly(self, unit: _Unit) -> None:
@@ -731,21 +731,30 @@ class Delivery:
     def _spool_put(
         self, records: list[tuple[str, bytes]], *, error: str, delay: float = 0.0, claimed: bool = False
     ) -> None:
-        if self._spool_call("put", records, error=error, delay=delay, claimed=claimed):
+        put = lambda: self.spool.put(records, error=error, delay=delay, claimed=claimed)  # noqa: E731
+        if self._spool_call("put", put, refills=True):
             if not claimed:  # claimed: written ahead while the records are still being sent
                 self.exported["spooled"] += len(records)
         else:
             self.exported["dropped"] += len(records)
 
-    def _spool_call(self, method: str, *args: Any, **kwargs: Any) -> bool:
-        if method in ("put", "release"):
-            self._spool_empty = False  # records (again) on disk: exit must look before it stops
+    def _spool_call(self, what: str, call: Callable[[], object], *, refills: bool = False) -> bool:
+        """Run one of the spool's methods; a failure is logged (once a minute) and ``False``.
+        ``refills``: it puts records (back) on disk, so exit must look at the spool before it stops."""
+        if refills:
+            self._spool_empty = False
         try:
-            getattr(self.spool, method)(*args, **kwargs)
+            call()
         except Exception as exc:
-            log_once(f"spool-{method}", "gateway-otel: spool %s failed: %r", method, exc, level=logging.ERROR)
+            log_once(f"spool-{what}", "gateway-otel: spool %s failed: %r", what, exc, level=logging.ERROR)
             return False
         return True
+
+    def _loop_event(self) -> asyncio.Event:
+        """The sender loop's wake-up event (it exists while the sender thread runs its loop)."""
+        if self._wake is None:
+            raise RuntimeError("gateway-otel: the sender's loop is not running")
+        return self._wake
 
     def _spool_leftovers(self) -> None:
         """Write what is still in memory to the spool (at exit, or when the sender stopped)."""
@@ -766,7 +775,10 @@ class Delivery:
         if records:
             self._spool_put(records, error="not delivered before exit")
         if self._claimed:
-            self._spool_call("release", [uuid for uuid, _ in self._claimed], error="not sent before exit", delay=0.0)
+            uuids = [uuid for uuid, _ in self._claimed]
+            self._spool_call(
+                "release", lambda: self.spool.release(uuids, error="not sent before exit", delay=0.0), refills=True
+            )
             self._claimed.clear()
         for marker in self._markers:
             marker.done.set()
