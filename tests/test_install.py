@@ -99,3 +99,25 @@ def test_a_script_without_a_service_name_reports_under_its_own_name(healthy_gate
     records = healthy_gateway.wait_records(rid, 4)
     assert {r["extraInfo"]["service"] for r in records} == {"billing_worker"}
     assert "service name 'billing_worker' taken from" in result.stderr
+
+
+@pytest.mark.parametrize("relay", ["0", "1"])
+def test_no_resource_warning_under_python_dev_mode(healthy_gateway: Gateway, tmp_path: Path, relay: str) -> None:
+    rid = f"devmode-{uuid.uuid4().hex}"
+    env = {
+        **os.environ,
+        "OPENAPI_HOST": healthy_gateway.url,
+        "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path),
+        "GATEWAY_OTEL_RELAY": relay,
+    }
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "always::ResourceWarning", "-c", billing_script(rid, 10)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ResourceWarning" not in result.stderr, result.stderr
+    assert len(healthy_gateway.wait_records(rid, 20)) == 20
