@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,10 +14,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 
+from gateway_otel import caller_id_context, current_caller_id, current_request_id, operation_log, trace_id_context
 from gateway_otel.testing import free_port, wait_for_port
 
 from conftest import Gateway
@@ -103,3 +107,46 @@ def test_a_request_stays_one_trace_and_one_request_id_across_amqp_and_http(
     assert {r["extraInfo"]["service"] for r in records} == {"edge", "worker", "service-b"}
     assert len({r["extraInfo"]["traceId"] for r in records}) == 1
     assert {r["callerId"] for r in records} == {"alice"}
+
+
+@operation_log
+async def scored(text: str) -> dict[str, Any]:
+    return {"text": text, "caller": current_caller_id(), "request_id": current_request_id()}
+
+
+def test_the_rpc_pattern_as_seed_002_writes_it_carries_identity_and_trace(
+    rabbitmq: None, pipeline: Any, captured_records: Any
+) -> None:
+    from gateway_otel.amqp import RPC
+
+    method = f"score_{uuid.uuid4().hex[:8]}"
+    rids = [f"rpc-{i}-{uuid.uuid4().hex}" for i in range(5)]
+
+    async def main() -> list[Any]:
+        connection = await aio_pika.connect_robust("amqp://guest:guest@127.0.0.1/")
+        async with connection:
+            worker = await RPC.create(await connection.channel())
+            worker.trust_upstream = True  # a worker behind the gateway
+            await worker.register(method, scored, auto_delete=True)
+            caller = await RPC.create(await connection.channel())
+
+            async def one(rid: str) -> Any:  # each request in a task of its own, as an edge serves them
+                trace_id_context.set(rid)
+                caller_id_context.set("alice")
+                return await caller.call(method, kwargs={"text": rid})
+
+            return list(await asyncio.gather(*(one(rid) for rid in rids)))
+
+    answers = asyncio.run(main())
+    assert answers == [{"text": rid, "caller": "alice", "request_id": rid} for rid in rids]  # never mixed
+    for rid in rids:
+        records = captured_records.of(rid)
+        assert sorted(r["opLogType"] for r in records) == ["in", "out"], records
+        assert {r["callerId"] for r in records} == {"alice"}
+    consumers = [s for s in captured_records.spans if s.name == f"rpc {method}"]
+    operations = {s.context.span_id: s for s in captured_records.spans if s.name == "scored"}
+    assert len(consumers) == 5
+    for consumer in consumers:  # each handler's operation is a child of its CONSUMER span
+        assert any(
+            op.parent is not None and op.parent.span_id == consumer.context.span_id for op in operations.values()
+        )

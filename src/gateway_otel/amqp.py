@@ -4,6 +4,7 @@
 URL) to put on an outgoing message; ``consume(message)`` runs the handling of an incoming one as a
 CONSUMER span in the sender's trace, with the sender's identity when the service trusts its
 upstream (``trust_upstream=True`` or ``GATEWAY_OTEL_TRUST_UPSTREAM=1``: a worker behind the gateway).
+``RPC`` is ``aio_pika.patterns.RPC`` doing both for its calls and handlers.
 
 Hand-written rather than ``opentelemetry-instrumentation-aio-pika``: its releases pin an older
 ``opentelemetry-instrumentation`` than the HTTP instrumentations in use, so both cannot be
@@ -13,6 +14,7 @@ installed together; these two functions are all that propagation over AMQP needs
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -21,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._context import PROPAGATOR, without_identity
+from ._errors import missing_extra
 from ._pipeline import current
 
 __all__ = ["consume", "message_headers"]
@@ -58,3 +61,45 @@ def consume(message: Any, *, trust_upstream: bool | None = None, name: str | Non
     finally:
         otel_context.detach(token)
         span.end()
+
+
+def __getattr__(name: str) -> Any:
+    """``RPC``: made on first use, so that ``gateway_otel.amqp`` imports without aio-pika."""
+    if name == "RPC":
+        return _make_rpc()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _make_rpc() -> type:
+    try:
+        from aio_pika.patterns import RPC as PlainRPC
+        from aio_pika.patterns.rpc import RPCMessageType
+    except ImportError as exc:
+        raise missing_extra("amqp", "gateway_otel.amqp.RPC", exc) from exc
+
+    class RPC(PlainRPC):
+        """``aio_pika.patterns.RPC`` that carries the trace and the request's identity: a drop-in for
+        the pattern as seed 002's gateway uses it (``await RPC.create(channel)``, ``register``,
+        ``proxy.method(...)`` / ``call``).
+
+        A call's message carries ``traceparent`` and the identity baggage of the caller's context
+        (``message_headers()``); the registered handler runs as a CONSUMER span of the caller's trace
+        (``consume()``), with the caller's request id and caller id when this side trusts its upstream
+        (``trust_upstream=True`` here, or ``GATEWAY_OTEL_TRUST_UPSTREAM=1``: a worker behind the gateway).
+        """
+
+        trust_upstream: bool | None = None
+
+        async def serialize_message(
+            self, payload: Any, message_type: Any, correlation_id: Any, delivery_mode: Any, **kwargs: Any
+        ) -> Any:
+            if message_type == RPCMessageType.CALL:
+                kwargs["headers"] = message_headers(kwargs.get("headers"))
+            return await super().serialize_message(payload, message_type, correlation_id, delivery_mode, **kwargs)
+
+        async def on_call_message(self, method_name: str, message: Any) -> None:
+            with consume(message, trust_upstream=self.trust_upstream, name=f"rpc {method_name}"):
+                await super().on_call_message(method_name, message)
+
+    return RPC
