@@ -314,8 +314,9 @@ def test_the_first_request_moves_the_start_up_heap_out_of_the_collectors_way(
     result = run_script(FROZEN.format(options=options), {"GATEWAY_OTEL_SPOOL_DIR": str(tmp_path), "OPENAPI_HOST": ""})
     assert result.returncode == 0, result.stderr
     before, during, later = map(int, result.stdout.split())
-    assert before == 0
-    assert (during > 1000) is frozen  # the modules, the app and its routes: thousands of objects
+    # The modules, the app and its routes: thousands of objects (the interpreter may freeze some of
+    # its own at start, as 3.12 does).
+    assert (during - before > 1000) is frozen
     assert later <= during  # once per process
 
 
