@@ -72,3 +72,42 @@ def test_a_plain_asyncio_worker_stopped_with_sigterm_keeps_every_record(
     records = healthy_gateway.records(rid)
     assert len(records) == 2 * CALLS and len({r["uuid"] for r in records}) == 2 * CALLS
     assert sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"]) == CALLS
+
+
+def test_a_relay_worker_that_starts_with_a_spool_delivers_it_without_a_chain_of_relays(
+    healthy_gateway: Gateway, tmp_path: Path
+) -> None:
+    rid = f"leftover-{uuid.uuid4().hex}"
+    spool = Spool(str(tmp_path))
+    body = (
+        '{"uuid":"%s","requestId":"%s","callerId":"alice","requestUrl":"","opLogType":"in","opType":"left",'
+        '"isCostLog":false,"operationStatus":"success","startTimeMillis":1,"durationMillis":0,"request":{}}'
+    )
+    spool.put([(f"{rid}-{i}", (body % (f"{rid}-{i}", rid)).encode()) for i in range(20)], error="down")
+    spool.close()
+    env = {
+        **os.environ,
+        "OPENAPI_HOST": healthy_gateway.url,
+        "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path),
+        "GATEWAY_OTEL_RELAY": "1",
+    }
+    idle = subprocess.Popen(
+        [sys.executable, str(PROGRAMS / "idle_worker.py")],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert idle.stdout is not None and idle.stdout.readline().strip() == "ready"
+        assert eventually(lambda: healthy_gateway.count(rid) >= 20, timeout=20)
+        children = subprocess.run(["pgrep", "-P", str(idle.pid)], capture_output=True, text=True, check=False)
+        assert children.stdout.split() == []  # the spool is delivered here, not through relays of relays
+    finally:
+        assert idle.stdin is not None
+        idle.stdin.write("\n")
+        idle.stdin.close()
+        idle.wait(60)
+        assert idle.stdout is not None
+        idle.stdout.close()
+    assert len(healthy_gateway.records(rid)) == 20

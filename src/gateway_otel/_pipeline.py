@@ -24,6 +24,7 @@ from ._exporter import GatewaySpanExporter, _instances
 from ._metrics import SpoolGauges
 from ._metrics import register as register_metrics
 from ._processor import OperationSpanProcessor
+from ._relay import SETTINGS_ENV as RELAY_SETTINGS_ENV
 from ._sampling import BillingSafeSampler
 from ._scrub import Scrubber
 from ._settings import Settings, load_settings
@@ -76,7 +77,7 @@ def configure(**options: Any) -> Pipeline:
             return old
         provider, created = _provider()
         _make_billing_safe(provider)
-        delivery = _leftover_delivery(settings) or Delivery(settings, Spool(settings.spool_dir))
+        delivery = Delivery(settings, Spool(settings.spool_dir))
         exporter = GatewaySpanExporter(delivery, in_records=False)
         for made_by_sdk in list(_instances):
             made_by_sdk.quiet()
@@ -114,11 +115,13 @@ _leftovers: Delivery | None = None
 
 def deliver_leftovers() -> None:
     """At import: when an earlier process left records in the spool, deliver them from now on, not
-    only once this process makes its first record (an idle worker may make none for hours). Only
-    the delivery starts (no TracerProvider is set): ``configure()`` takes this delivery over."""
+    only once this process makes its first record (an idle worker may make none for hours). A
+    delivery of the spool alone starts, in this process (no TracerProvider is set, no relay); it
+    runs beside the pipeline's own, which ``configure()`` makes as usual (the spool's claims keep
+    the two from sending a record twice), and ends at exit like it."""
     global _leftovers
-    if _running_the_command():
-        return  # ``gateway-otel spool`` and ``check`` look at the spool; they leave it as it is
+    if _running_the_command() or os.environ.get(RELAY_SETTINGS_ENV):
+        return  # the command looks at the spool and leaves it be; a relay delivers it itself
     try:
         settings = load_settings({})
     except ConfigurationError:
@@ -127,7 +130,7 @@ def deliver_leftovers() -> None:
         return
     with _lock:
         if _state is None and _leftovers is None:
-            _leftovers = Delivery(settings, Spool(settings.spool_dir))
+            _leftovers = Delivery(dataclasses.replace(settings, relay=False), Spool(settings.spool_dir))
             _leftovers.resume()
 
 
@@ -140,16 +143,6 @@ def _running_the_command() -> bool:
         flag == "-m" and (module == "gateway_otel" or module.startswith("gateway_otel."))
         for flag, module in itertools.pairwise(argv)
     )
-
-
-def _leftover_delivery(settings: Settings) -> Delivery | None:
-    """The delivery ``deliver_leftovers()`` started, for a pipeline of the same settings."""
-    global _leftovers
-    leftovers, _leftovers = _leftovers, None
-    if leftovers is not None and leftovers.settings != settings:
-        leftovers.shutdown(0)  # what it claimed goes back to the spool, for the pipeline's delivery
-        return None
-    return leftovers
 
 
 def _exit_on_sigterm() -> None:
