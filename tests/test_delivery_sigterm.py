@@ -14,7 +14,7 @@ import pytest
 from gateway_otel._spool import Spool
 from gateway_otel.testing import eventually
 
-from conftest import Gateway
+from conftest import Gateway, Script
 
 PROGRAMS = Path(__file__).parent / "programs"
 CALLS = 40
@@ -52,23 +52,14 @@ def test_a_plain_asyncio_worker_stopped_with_sigterm_keeps_every_record(
     assert delivered + waiting >= 2 * CALLS, (delivered, waiting)  # delivered or in the spool: none lost
 
     # The next worker delivers the spool as it starts, before it has any work of its own.
-    idle = subprocess.Popen(
-        [sys.executable, str(PROGRAMS / "idle_worker.py")],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    idle = Script.of_program(PROGRAMS / "idle_worker.py", env=env)
     try:
-        assert idle.stdout is not None and idle.stdout.readline().strip() == "ready"
+        idle.expect("ready")
         assert eventually(lambda: healthy_gateway.count(rid) >= 2 * CALLS, timeout=20)
     finally:
-        assert idle.stdin is not None
-        idle.stdin.write("\n")
-        idle.stdin.close()
+        idle.say()
         idle.wait(60)
-        assert idle.stdout is not None
-        idle.stdout.close()
+        idle.close()
     records = healthy_gateway.records(rid)
     assert len(records) == 2 * CALLS and len({r["uuid"] for r in records}) == 2 * CALLS
     assert sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"]) == CALLS
@@ -91,23 +82,14 @@ def test_a_relay_worker_that_starts_with_a_spool_delivers_it_without_a_chain_of_
         "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path),
         "GATEWAY_OTEL_RELAY": "1",
     }
-    idle = subprocess.Popen(
-        [sys.executable, str(PROGRAMS / "idle_worker.py")],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    idle = Script.of_program(PROGRAMS / "idle_worker.py", env=env)
     try:
-        assert idle.stdout is not None and idle.stdout.readline().strip() == "ready"
+        idle.expect("ready")
         assert eventually(lambda: healthy_gateway.count(rid) >= 20, timeout=20)
-        children = subprocess.run(["pgrep", "-P", str(idle.pid)], capture_output=True, text=True, check=False)
+        children = subprocess.run(["pgrep", "-P", str(idle.process.pid)], capture_output=True, text=True, check=False)
         assert children.stdout.split() == []  # the spool is delivered here, not through relays of relays
     finally:
-        assert idle.stdin is not None
-        idle.stdin.write("\n")
-        idle.stdin.close()
+        idle.say()
         idle.wait(60)
-        assert idle.stdout is not None
-        idle.stdout.close()
+        idle.close()
     assert len(healthy_gateway.records(rid)) == 20
