@@ -227,7 +227,7 @@ class GatewayClient:
         entry = self._cache.get(prepared[1])
         if entry is None or entry[0] < time.monotonic():
             return None
-        caller = entry[1]
+        caller = entry[1]  # ``_from_cache`` written out: this runs for nearly every request
         if caller is None:
             self.lookups["rejected"] += 1
             raise AuthorizationException("invalid token")

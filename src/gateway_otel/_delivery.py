@@ -180,8 +180,7 @@ class Delivery:
         counts = dict(self.exported)
         relay = self._relay
         if relay is not None:
-            for outcome, count in relay.exported.items():
-                counts[outcome] = counts.get(outcome, 0) + count
+            _add_counts(counts, relay.exported)
         return counts
 
     # -- the caller's side -------------------------------------------------------------
@@ -458,8 +457,7 @@ class Delivery:
             self._queue.extendleft(reversed(relay.take_back()))
             relay.abandon()
             self._relay = None
-            for outcome, count in relay.exported.items():  # what it had done stays counted
-                self.exported[outcome] = self.exported.get(outcome, 0) + count
+            _add_counts(self.exported, relay.exported)  # what it had done stays counted
         return False
 
     def _spill_old(self) -> None:
@@ -783,6 +781,11 @@ class Delivery:
         for marker in self._markers:
             marker.done.set()
         self._markers = []
+
+
+def _add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
+    for outcome, count in counts.items():
+        into[outcome] = into.get(outcome, 0) + count
 
 
 def _call_weak(ref: weakref.ref[Delivery], method: str) -> None:

@@ -37,7 +37,7 @@ SPOOL_READING_TTL = 1.0
 
 #: Where the counts come from: the process's delivery (its own counts and its relay's) and every
 #: token cache, read at collection.
-_exported_sources: list[Callable[[], dict[str, int]]] = []
+_exported: Callable[[], dict[str, int]] | None = None
 _lookup_sources: weakref.WeakSet[Any] = weakref.WeakSet()
 _spool: SpoolGauges | None = None
 _lock = threading.Lock()
@@ -67,9 +67,9 @@ class SpoolGauges:
 def register(exported: Callable[[], dict[str, int]], spool: SpoolGauges) -> None:
     """Report these from now on (the process's pipeline calls it at ``configure()``; a new pipeline
     replaces the sources of the previous one). The instruments are made once per process."""
-    global _spool, _registered
+    global _exported, _spool, _registered
     with _lock:
-        _exported_sources[:] = [exported]
+        _exported = exported
         _spool = spool
         if _registered:
             return
@@ -99,10 +99,8 @@ def add_token_cache(cache: Any) -> None:
 
 
 def _observe_exported(options: CallbackOptions) -> Iterable[Observation]:
-    totals = dict.fromkeys(EXPORT_OUTCOMES, 0)
-    for source in list(_exported_sources):
-        for outcome, count in source().items():
-            totals[outcome] = totals.get(outcome, 0) + count
+    exported = _exported
+    totals = {**dict.fromkeys(EXPORT_OUTCOMES, 0), **(exported() if exported is not None else {})}
     return [Observation(count, {"outcome": outcome}) for outcome, count in totals.items()]
 
 

@@ -136,12 +136,13 @@ def deliver_leftovers() -> None:
 
 def _running_the_command() -> bool:
     """Whether this process is the ``gateway-otel`` command (its script, or ``python -m`` of it)."""
-    argv = getattr(sys, "orig_argv", sys.argv)
-    if argv and Path(sys.argv[0] or "").name == "gateway-otel":
+    if sys.argv and Path(sys.argv[0]).name == "gateway-otel":  # the console script
         return True
+    # ``python -m gateway_otel.cli``: while the package is imported, ``sys.argv[0]`` is still "-m";
+    # the interpreter's own arguments name the module.
     return any(
         flag == "-m" and (module == "gateway_otel" or module.startswith("gateway_otel."))
-        for flag, module in itertools.pairwise(argv)
+        for flag, module in itertools.pairwise(getattr(sys, "orig_argv", sys.argv))
     )
 
 
