@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import gateway_otel
 from gateway_otel import caller_id_context, operation_log, request_url_context, trace_id_context
-from gateway_otel._pipeline import current
+from gateway_otel._pipeline import current_pipeline
 from gateway_otel._span import LeanTracer
 
 
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             for _ in stream(1):
                 pass
 
-    processor = current().processor
+    processor = current_pipeline().processor
     delivering = processor._submit
     # Like a sender that keeps up: the latest records are held, older ones are gone.
     held: deque[Any] = deque(maxlen=1024)

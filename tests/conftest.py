@@ -18,6 +18,8 @@ from gateway_otel._servers import GatewayProcess
 pytest_plugins = ["gateway_otel.testing"]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The programs the tests run in processes of their own (linted and type-checked with the tests).
+PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
 Gateway = GatewayProcess
@@ -57,30 +59,6 @@ def flush(pipeline: Pipeline) -> Any:
         assert gateway_otel.force_flush(20)
 
     return run
-
-
-_BILLING = """
-import sys
-from gateway_otel import operation_log, trace_id_context, caller_id_context
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-
-trace_id_context.set({rid!r})
-caller_id_context.set("alice")
-for i in range({n}):
-    bill(i)
-"""
-
-
-def billing_script(rid: str, n: int, *, wait: bool = False) -> str:
-    """A program making ``n`` billed calls as alice under request ``rid`` (records: 2n).
-
-    ``wait``: then it prints ``done`` and waits for a line on stdin before it exits.
-    """
-    tail = 'print("done", flush=True)\nsys.stdin.readline()\n' if wait else ""
-    return _BILLING.format(rid=rid, n=n) + tail
 
 
 class Script:
@@ -151,9 +129,40 @@ async def request_body(receive: Any) -> bytes:
             return body
 
 
+def run_program(
+    name: str, *args: object, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/programs/<name>.py`` with ``args`` in a fresh interpreter (real process exit)."""
+    return subprocess.run(
+        [sys.executable, str(PROGRAMS / f"{name}.py"), *map(str, args)],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_script(code: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run Python code in a fresh interpreter (real process exit, real atexit)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def parent_op(records: Sequence[dict[str, Any]], record: dict[str, Any]) -> str | None:
+    """The ``opType`` of the record that ``record``'s ``parentSpanId`` names (``None``: a root)."""
+    parent = record["extraInfo"].get("parentSpanId")
+    if parent is None:
+        return None
+    found = {r["opType"] for r in records if r["extraInfo"]["spanId"] == parent}
+    assert len(found) == 1, f"{record['opType']}'s parent {parent} is no record of the request: {records}"
+    return found.pop()
+
+
+def assert_one_tree(records: Sequence[dict[str, Any]], *, root: str) -> None:
+    """The records are one tree: each ``parentSpanId`` names another record of them, and the one record
+    span without a parent is ``root``'s."""
+    roots = {r["opType"] for r in records if parent_op(records, r) is None}
+    assert roots == {root}, records

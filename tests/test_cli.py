@@ -68,10 +68,13 @@ def test_demo_shows_at_least_five_request_trees(demo: tuple[Path, str]) -> None:
 def test_demo_worker_reports_from_a_process_of_its_own_under_the_edges_request(demo: tuple[Path, str]) -> None:
     _, output = demo
     trees = [_tree(output, request_id) for request_id in request_ids(output)]
-    tree = next(tree for tree in trees if len(tree) > 1 and "call_worker" in tree[1])
+    tree = next(tree for tree in trees if any("call_worker" in line for line in tree))
     assert "caller bob" in tree[0]
-    assert re.search(r"call_worker\s+demo-edge", tree[1]), tree
-    assert re.search(r"embed\s+demo-worker\s+success.*billed", tree[2]), tree
+    # One tree across the two services, each request a record pair of its own.
+    assert re.search(r"^└── POST /v1/pipeline\s+demo-edge", tree[1]), tree
+    assert re.search(r"^    └── call_worker\s+demo-edge", tree[2]), tree
+    assert re.search(r"^        └── POST /embed\s+demo-worker", tree[3]), tree
+    assert re.search(r"^            └── embed\s+demo-worker\s+success.*billed", tree[4]), tree
 
 
 def test_demo_billing_matches_the_gateway_database(demo: tuple[Path, str]) -> None:

@@ -17,7 +17,7 @@ from gateway_otel import GatewayClient, instrument_app, operation_log
 from gateway_otel._servers import serve_in_thread
 from gateway_otel.testing import eventually, free_port
 
-from conftest import Gateway
+from conftest import Gateway, run_program
 
 
 @operation_log(is_cost_log=True)
@@ -111,3 +111,32 @@ def test_the_adapters_own_calls_make_no_spans_and_send_no_trace_headers(
         s for s in captured_spans.get_finished_spans() if s.kind is SpanKind.CLIENT and "validate" in str(s.attributes)
     ]
     assert client_spans == []
+
+
+def test_the_sdks_own_span_metrics_count_the_adapters_spans(tmp_path: Any) -> None:
+    """``otel.sdk.span.started`` counts three operations and two spans of the user's: five; ``live``
+    is back to nought once they ended."""
+    env = {
+        "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": "true",
+        "OPENAPI_HOST": "",
+        "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path),
+    }
+    result = run_program("sdk_span_metrics", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["5", "0"]
+
+
+def test_after_logfire_configure_operations_go_through_logfires_provider(
+    healthy_gateway: Gateway, tmp_path: Any
+) -> None:
+    """Logfire's provider wraps the SDK's: the operation spans reach Logfire's processors, a
+    ``logfire.span`` inside an operation is its child, and the records carry Logfire's service name."""
+    rid = f"logfire-{uuid.uuid4().hex}"
+    env = {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path)}
+    result = run_program("logfire_app", rid, "AFTER", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "not the OpenTelemetry SDK's" not in result.stderr
+    assert sorted(result.stdout.splitlines()) == ["inner_{i} work", "inner_{i} work", "work -", "work -"]
+    records = healthy_gateway.wait_records(rid, 4)
+    assert len(records) == 4
+    assert {r["extraInfo"]["service"] for r in records} == {"lf-service"}

@@ -9,15 +9,17 @@ import pytest
 
 from gateway_otel.testing import eventually
 
-from conftest import Gateway, billing_script, run_script
+from conftest import Gateway, run_program
 
 
 @pytest.mark.slow
 def test_burst_of_10000_calls_then_exit_delivers_every_record_once(healthy_gateway: Gateway, tmp_path: Path) -> None:
     rid = f"burst-{uuid.uuid4().hex}"
     before = healthy_gateway.stats()
-    result = run_script(
-        billing_script(rid, 10_000),
+    result = run_program(
+        "billing",
+        rid,
+        10_000,
         env={
             "OPENAPI_HOST": healthy_gateway.url,
             "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path),

@@ -20,7 +20,7 @@ from gateway_otel import submit_log
 from gateway_otel._spool import Spool
 from gateway_otel.testing import eventually, free_port, wait_for_port
 
-from conftest import Gateway, Script, billing_script, run_script
+from conftest import PROGRAMS, Gateway, Script, run_program, run_script
 
 N = 100
 
@@ -68,7 +68,7 @@ def test_an_outage_then_recovery_loses_nothing_and_doubles_nothing(
     rid = f"fault-{uuid.uuid4().hex}"
     healthy_gateway.faults(**FAULTS[fault])
     before = healthy_gateway.stats()
-    script = Script(billing_script(rid, N, wait=True), script_env)
+    script = Script.of_program(PROGRAMS / "billing.py", rid, str(N), "wait", env=script_env)
     scripts.append(script)
     script.expect("done")
     time.sleep(1.5)  # the outage goes on
@@ -89,7 +89,8 @@ def test_refused_connections_then_a_gateway_appears(
 ) -> None:
     port = free_port()
     rid = f"refused-{uuid.uuid4().hex}"
-    script = Script(billing_script(rid, N, wait=True), {**script_env, "OPENAPI_HOST": f"http://127.0.0.1:{port}"})
+    env = {**script_env, "OPENAPI_HOST": f"http://127.0.0.1:{port}"}
+    script = Script.of_program(PROGRAMS / "billing.py", rid, str(N), "wait", env=env)
     scripts.append(script)
     script.expect("done")
     time.sleep(1.0)
@@ -121,17 +122,6 @@ def test_a_record_the_gateway_refuses_is_a_dead_letter_and_the_others_flow(
     assert dead[bad].last_error is not None and dead[bad].last_error.startswith("HTTP 400")
 
 
-BATCHED = """
-from gateway_otel import force_flush, submit_log
-
-base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "batched"}}
-submit_log({{**base, "uuid": {bad!r}}})
-for i in range({n}):
-    submit_log({{**base, "uuid": f"good-{{i}}-{rid}"}})
-print("flushed" if force_flush(20) else "not flushed", flush=True)
-"""
-
-
 def test_the_batch_endpoint_takes_records_in_few_requests_and_sets_a_refused_one_aside(
     healthy_gateway: Gateway, script_env: dict[str, str]
 ) -> None:
@@ -140,7 +130,7 @@ def test_the_batch_endpoint_takes_records_in_few_requests_and_sets_a_refused_one
     n = 2000
     healthy_gateway.faults(reject_uuids=[bad])
     before = healthy_gateway.stats()
-    result = run_script(BATCHED.format(rid=rid, bad=bad, n=n), {**script_env, "GATEWAY_OTEL_BATCH": "1"})
+    result = run_program("batched_records", rid, bad, n, env={**script_env, "GATEWAY_OTEL_BATCH": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["flushed"]
     stored = assert_stored_once(healthy_gateway, rid, n)
@@ -154,54 +144,16 @@ def test_the_batch_endpoint_takes_records_in_few_requests_and_sets_a_refused_one
     assert dead[bad].last_error is not None and dead[bad].last_error.startswith("HTTP 400")
 
 
-TRICKLE = """
-import time
-from gateway_otel import force_flush, submit_log
-
-base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "trickled"}}
-for i in range(10):
-    submit_log({{**base, "uuid": f"trickle-{{i}}-{rid}"}})
-    time.sleep(0.01)
-print("flushed" if force_flush(20) else "not flushed", flush=True)
-"""
-
-
 def test_batches_linger_for_records_that_trickle_in(healthy_gateway: Gateway, script_env: dict[str, str]) -> None:
     rid = uuid.uuid4().hex
     before = healthy_gateway.stats()["reportCalls"]
     env = {**script_env, "GATEWAY_OTEL_BATCH": "1", "GATEWAY_OTEL_BATCH_LINGER": "1"}
-    result = run_script(TRICKLE.format(rid=rid), env)
+    result = run_program("trickled_records", rid, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["flushed"]  # the flush does not wait out the linger
     assert_stored_once(healthy_gateway, rid, 10)
     # 10 records 10 ms apart: one batch (two if the first left alone), not one request each.
     assert healthy_gateway.stats()["reportCalls"] - before <= 2
-
-
-TRICKLING_THREADS = """
-import sys, threading, time
-from gateway_otel import force_flush, submit_log
-from gateway_otel._pipeline import current
-
-sys.setswitchinterval(1e-6)  # threads swap as often as they can: the sender scans a queue others append to
-base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "trickled"}}
-
-def trickle(t):
-    for i in range({per_thread}):
-        submit_log({{**base, "uuid": f"t{{t}}-{{i}}-{rid}"}})
-        if i % 50 == 0:
-            force_flush(0)  # a flush marker among the records now and then
-        time.sleep(0.0002)
-
-threads = [threading.Thread(target=trickle, args=(t,)) for t in range(4)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-delivery = current().delivery
-print("alive" if delivery._running and delivery._thread.is_alive() else "stopped", flush=True)
-print("flushed" if force_flush(30) else "not flushed", flush=True)
-"""
 
 
 def test_the_sender_keeps_going_while_threads_append_to_a_lingering_batch(
@@ -210,69 +162,22 @@ def test_the_sender_keeps_going_while_threads_append_to_a_lingering_batch(
     rid = uuid.uuid4().hex
     per_thread = 1500
     env = {**script_env, "GATEWAY_OTEL_BATCH": "1", "GATEWAY_OTEL_BATCH_LINGER": "0.2"}
-    result = run_script(TRICKLING_THREADS.format(rid=rid, per_thread=per_thread), env)
+    result = run_program("trickling_threads", rid, per_thread, env=env)
     assert result.returncode == 0, result.stderr
     assert "delivery stopped" not in result.stderr, result.stderr
     assert result.stdout.split() == ["alive", "flushed"]
     assert_stored_once(healthy_gateway, rid, 4 * per_thread)
 
 
-FAULTY_SENDER = """
-from gateway_otel import force_flush, submit_log
-from gateway_otel._delivery import Delivery
-from gateway_otel._pipeline import current
-
-faults = [3]
-take_queue = Delivery._take_queue
-
-def failing_take_queue(self, now):
-    if faults[0]:
-        faults[0] -= 1
-        raise RuntimeError("a fault in the sender")
-    return take_queue(self, now)
-
-Delivery._take_queue = failing_take_queue
-base = {{"requestId": {rid!r}, "callerId": "bob", "requestUrl": "/x", "opType": "faulty"}}
-for i in range(50):
-    submit_log({{**base, "uuid": f"faulty-{{i}}-{rid}"}})
-print("flushed" if force_flush(20) else "not flushed", flush=True)
-delivery = current().delivery
-print("alive" if delivery._running and delivery._thread.is_alive() else "stopped", flush=True)
-"""
-
-
 def test_a_fault_in_the_senders_loop_is_logged_and_delivery_goes_on(
     healthy_gateway: Gateway, script_env: dict[str, str]
 ) -> None:
     rid = uuid.uuid4().hex
-    result = run_script(FAULTY_SENDER.format(rid=rid), script_env)
+    result = run_program("faulty_sender", rid, env=script_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["flushed", "alive"], result.stderr
     assert result.stderr.count("a fault in the sender") == 1  # logged once, not at each tick
     assert_stored_once(healthy_gateway, rid, 50)
-
-
-SERVICE = """
-import uvicorn
-from fastapi import FastAPI
-from gateway_otel import operation_log, trace_id_context
-
-app = FastAPI()
-
-@operation_log(is_cost_log=True)
-async def bill(i: int) -> int:
-    return i
-
-@app.get("/bill/{{i}}")
-async def endpoint(i: int) -> dict:
-    token = trace_id_context.set({rid!r})
-    try:
-        return {{"i": await bill(i)}}
-    finally:
-        trace_id_context.reset(token)
-
-uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
-"""
 
 
 @pytest.mark.slow
@@ -283,7 +188,10 @@ def test_a_service_stopped_during_an_outage_delivers_everything_on_its_next_star
     rid = f"stop-{uuid.uuid4().hex}"
     port = free_port()
     healthy_gateway.faults(report_status=503)
-    service = Script(SERVICE.format(rid=rid, port=port), script_env)
+    # Delivery in the app's process (a relay has a test of its own); FastAPI's own server spans
+    # (0.16x) would be request records under request ids of their own.
+    env = {**script_env, "GATEWAY_OTEL_RELAY": "0", "GATEWAY_OTEL_REQUEST_RECORDS": "0"}
+    service = Script.of_program(PROGRAMS / "billing_service.py", rid, str(port), env=env)
     scripts.append(service)
     wait_for_port(port, process=service.process)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
@@ -305,11 +213,6 @@ def test_a_service_stopped_during_an_outage_delivers_everything_on_its_next_star
     assert spool.counts()[0] == 0
 
 
-INSTRUMENTED_SERVICE = SERVICE.replace("from gateway_otel import", "from gateway_otel import instrument_app,").replace(
-    "uvicorn.run(app,", "uvicorn.run(instrument_app(app, exclude_path=['*']),"
-)
-
-
 @pytest.mark.parametrize("relay", ["0", "1"])
 def test_a_service_stopped_with_sigterm_right_after_its_requests_loses_nothing(
     relay: str, healthy_gateway: Gateway, script_env: dict[str, str], scripts: list[Script]
@@ -320,7 +223,8 @@ def test_a_service_stopped_with_sigterm_right_after_its_requests_loses_nothing(
     rid = f"sigterm-{uuid.uuid4().hex}"
     port = free_port()
     healthy_gateway.faults(report_delay=0.2)  # the records are still on their way at the signal
-    service = Script(INSTRUMENTED_SERVICE.format(rid=rid, port=port), {**script_env, "GATEWAY_OTEL_RELAY": relay})
+    env = {**script_env, "GATEWAY_OTEL_RELAY": relay}
+    service = Script.of_program(PROGRAMS / "billing_service.py", rid, str(port), "instrumented", env=env)
     scripts.append(service)
     wait_for_port(port, process=service.process)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
@@ -340,21 +244,6 @@ def test_asyncio_run_returning_right_after_calls_loses_nothing(
     healthy_gateway: Gateway, script_env: dict[str, str]
 ) -> None:
     rid = f"asyncio-{uuid.uuid4().hex}"
-    code = f"""
-import asyncio
-from gateway_otel import operation_log, trace_id_context
-
-@operation_log(is_cost_log=True)
-async def bill(i):
-    await asyncio.sleep(0)
-    return i
-
-async def main():
-    trace_id_context.set({rid!r})
-    await asyncio.gather(*(bill(i) for i in range({N})))
-
-asyncio.run(main())
-"""
-    result = run_script(code, env=script_env)
+    result = run_program("asyncio_burst", rid, N, env=script_env)
     assert result.returncode == 0, result.stderr
     assert_stored_once(healthy_gateway, rid, 2 * N)

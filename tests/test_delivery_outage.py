@@ -12,27 +12,7 @@ import pytest
 
 from gateway_otel.testing import eventually
 
-from conftest import Gateway
-
-OUTAGE = """
-import sys, time
-from gateway_otel import operation_log, trace_id_context
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-
-trace_id_context.set({rid!r})
-bill(-1)
-time.sleep(0.6)  # delivered; the sender has looked at the spool and found it empty
-print("idle", flush=True)
-sys.stdin.readline()  # the gateway answers 503 now
-for i in range({n}):
-    bill(i)
-time.sleep(0.5)  # every record goes to the spool; the next retry is seconds away
-print("spooled", flush=True)
-sys.stdin.readline()  # the gateway is back: exit now
-"""
+from conftest import PROGRAMS, Gateway
 
 
 @pytest.mark.slow
@@ -44,7 +24,7 @@ def test_records_spooled_during_an_outage_are_delivered_at_exit(healthy_gateway:
         "GATEWAY_OTEL_MAX_BACKOFF": "0.5",
     }
     with subprocess.Popen(
-        [sys.executable, "-c", OUTAGE.format(rid=rid, n=200)],
+        [sys.executable, str(PROGRAMS / "outage_at_exit.py"), rid, "200"],
         env={**os.environ, **env},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -66,7 +46,7 @@ def test_records_spooled_during_an_outage_are_delivered_at_exit(healthy_gateway:
         finally:
             if process.poll() is None:
                 process.kill()
-    eventually(lambda: healthy_gateway.count(rid) >= 402, timeout=30)
+    assert eventually(lambda: healthy_gateway.count(rid) >= 402, timeout=30)
     records = healthy_gateway.records(rid)
     assert len(records) == 402
     assert len({r["uuid"] for r in records}) == 402

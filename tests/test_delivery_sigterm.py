@@ -14,9 +14,8 @@ import pytest
 from gateway_otel._spool import Spool
 from gateway_otel.testing import eventually
 
-from conftest import Gateway, Script
+from conftest import PROGRAMS, Gateway, Script
 
-PROGRAMS = Path(__file__).parent / "programs"
 CALLS = 40
 
 

@@ -19,6 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from gateway_otel._servers import GatewayProcess, free_port, wait_for_port
 from gateway_otel.testing import eventually
 
+from conftest import run_program
+
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
@@ -170,25 +172,8 @@ def test_a_report_token_guards_every_write_and_the_adapter_sends_it(tmp_path: Pa
             == 200
         )
         rid = f"guarded-{uuid.uuid4().hex}"
-        code = f"""
-from gateway_otel import force_flush, operation_log, trace_id_context
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-trace_id_context.set({rid!r})
-for i in range(3):
-    bill(i)
-assert force_flush(20)
-"""
         env = {"OPENAPI_HOST": guarded.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, **env, "GATEWAY_OTEL_REPORT_TOKEN": token},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_program("billing", rid, 3, "flush", env={**env, "GATEWAY_OTEL_REPORT_TOKEN": token})
         assert result.returncode == 0, result.stderr
         assert guarded.count(rid) == 6
         assert token not in result.stderr

@@ -13,9 +13,7 @@ import pytest
 
 from gateway_otel.testing import free_port, wait_for_port
 
-from conftest import Gateway
-
-TESTS = Path(__file__).parent
+from conftest import PROGRAMS, Gateway
 
 
 @pytest.mark.slow
@@ -42,7 +40,7 @@ def test_preloaded_workers_each_deliver_their_records(healthy_gateway: Gateway, 
                 "-b",
                 f"127.0.0.1:{port}",
                 "--chdir",
-                str(TESTS),
+                str(PROGRAMS),
                 "--graceful-timeout",
                 "20",
             ],
@@ -66,9 +64,9 @@ def test_preloaded_workers_each_deliver_their_records(healthy_gateway: Gateway, 
             server.send_signal(signal.SIGTERM)
             server.wait(60)
     assert len(pids) >= 2, "the requests all went to one worker"
-    records = healthy_gateway.wait_records(rid, 400, timeout=30)
-    assert len(records) == 400
-    assert len({r["uuid"] for r in records}) == 400
+    records = healthy_gateway.wait_records(rid, 800, timeout=30)  # each request's pair and its operation's
+    assert len(records) == 800
+    assert len({r["uuid"] for r in records}) == 800
     assert {r["callerId"] for r in records} == {"alice"}
     text = log.read_text()
     access = [line for line in text.splitlines() if "GET /bill/" in line]

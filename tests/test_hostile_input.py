@@ -27,9 +27,7 @@ from gateway_otel.cli import record_tree
 from gateway_otel.middleware import WebSocketHttpContextMiddleware
 from gateway_otel.testing import eventually, free_port, wait_for_port
 
-from conftest import Gateway
-
-PROGRAMS = Path(__file__).parent / "programs"
+from conftest import PROGRAMS, Gateway
 
 
 class OddGateway:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -12,9 +13,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import Gateway, billing_script
+from conftest import PROGRAMS, Gateway
 
-PROGRAMS = Path(__file__).parent / "programs"
 BASE_VENV = os.environ.get("GATEWAY_OTEL_BASE_VENV")
 
 needs_base_venv = pytest.mark.skipif(
@@ -84,11 +84,11 @@ def test_the_license_file_is_shipped() -> None:
 def test_a_script_without_a_service_name_reports_under_its_own_name(healthy_gateway: Gateway, tmp_path: Path) -> None:
     rid = f"named-{uuid.uuid4().hex}"
     script = tmp_path / "billing_worker.py"
-    script.write_text("import logging\nlogging.basicConfig(level=logging.INFO)\n" + billing_script(rid, 2))
+    shutil.copy(PROGRAMS / "billing.py", script)
     env = {k: v for k, v in os.environ.items() if k not in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES")}
     env |= {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
     result = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), rid, "2", "log-info"],
         env=env,
         capture_output=True,
         text=True,
@@ -111,7 +111,7 @@ def test_no_resource_warning_under_python_dev_mode(healthy_gateway: Gateway, tmp
         "GATEWAY_OTEL_RELAY": relay,
     }
     result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "always::ResourceWarning", "-c", billing_script(rid, 10)],
+        [sys.executable, "-X", "dev", "-W", "always::ResourceWarning", str(PROGRAMS / "billing.py"), rid, "10"],
         env=env,
         capture_output=True,
         text=True,

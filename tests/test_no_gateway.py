@@ -4,33 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import run_script
-
-NO_HOST = """
-import time, logging
-import gateway_otel
-from gateway_otel import operation_log, check_configuration, validate_token
-from gateway_otel._spool import Spool
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-
-for i in range(3):
-    bill(i)
-started = time.monotonic()
-flushed = gateway_otel.force_flush(20)
-print(flushed, round(time.monotonic() - started, 1) < 5, check_configuration(), validate_token("anything"))
-print(Spool({spool!r}).counts()[0])
-"""
+from conftest import run_program, run_script
 
 
 def test_without_a_gateway_records_wait_in_the_spool_and_flush_returns(tmp_path: Path) -> None:
     spool = str(tmp_path / "spool")
-    result = run_script(NO_HOST.format(spool=spool), env={"OPENAPI_HOST": "", "GATEWAY_OTEL_SPOOL_DIR": spool})
+    result = run_program("no_gateway", spool, env={"OPENAPI_HOST": "", "GATEWAY_OTEL_SPOOL_DIR": spool})
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
-    assert first == "True True False anonymous"
+    assert first == "True False anonymous"  # flushed: every record spooled, none waiting for a gateway
     assert second == "6"
     assert result.stderr.count("OPENAPI_HOST is not set") == 1
 

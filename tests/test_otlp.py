@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import rotel
 from gateway_otel import operation_log, trace_id_context
 from gateway_otel.testing import eventually, free_port, stop_process, wait_for_port
 
-from conftest import Gateway, billing_script, run_script
+from conftest import Gateway, run_program
 
 
 def test_otlp_json_operation_spans_become_the_exporters_records(
@@ -131,8 +129,10 @@ def test_spans_through_a_real_collector_give_the_same_records_and_no_double_bill
     rid = f"otlp-{uuid.uuid4().hex}"
     n = 50
     before = healthy_gateway.stats()
-    result = run_script(
-        billing_script(rid, n),
+    result = run_program(
+        "billing",
+        rid,
+        n,
         env={
             "OPENAPI_HOST": healthy_gateway.url,
             "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
@@ -155,8 +155,10 @@ def test_spans_through_a_real_collector_give_the_same_records_and_no_double_bill
 def test_sampling_never_drops_billing_records(healthy_gateway: Gateway, tmp_path: Path) -> None:
     rid = f"sampled-{uuid.uuid4().hex}"
     before = healthy_gateway.stats()
-    result = run_script(
-        billing_script(rid, 1000),
+    result = run_program(
+        "billing",
+        rid,
+        1000,
         env={
             "OPENAPI_HOST": healthy_gateway.url,
             "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
@@ -172,42 +174,3 @@ def test_sampling_never_drops_billing_records(healthy_gateway: Gateway, tmp_path
     eventually(lambda: healthy_gateway.stats()["duplicates"] > before["duplicates"], timeout=10)
     traces_over_otlp = (healthy_gateway.stats()["duplicates"] - before["duplicates"]) / 2
     assert 1 <= traces_over_otlp <= 35, traces_over_otlp
-
-
-ZERO_CODE_APP = """
-from gateway_otel import operation_log, trace_id_context
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-
-trace_id_context.set({rid!r})
-for i in range(20):
-    bill(i)
-"""
-
-
-def test_zero_code_exporter_delivers_records(healthy_gateway: Gateway, tmp_path: Path) -> None:
-    rid = f"zero-code-{uuid.uuid4().hex}"
-    script = tmp_path / "app.py"
-    script.write_text(ZERO_CODE_APP.format(rid=rid))
-    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-    result = subprocess.run(
-        [str(instrument), sys.executable, str(script)],
-        env={
-            **os.environ,
-            "OTEL_TRACES_EXPORTER": "gateway",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OPENAPI_HOST": healthy_gateway.url,
-            "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    records = healthy_gateway.wait_records(rid, 40)
-    assert len(records) == 40
-    assert len({r["uuid"] for r in records}) == 40

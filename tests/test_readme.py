@@ -15,7 +15,7 @@ import httpx
 from gateway_otel._servers import GatewayProcess, free_port, stop_process, wait_for_port
 from gateway_otel._spool import Spool
 
-from conftest import Gateway
+from conftest import Gateway, parent_op
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -29,8 +29,9 @@ EXERCISED = {
     ),
     "from fastapi import FastAPI": "test_fastapi_block_serves_authenticates_and_bills",
     "OTEL_TRACES_EXPORTER=gateway,otlp OPENAPI_HOST=https://gateway opentelemetry-instrument uvicorn app:app": (
-        "tests/test_otlp.py::test_zero_code_exporter_delivers_records"
+        "tests/test_zero_code.py (an unmodified app, and a script, under opentelemetry-instrument)"
     ),
+    "import httpx": "test_edge_and_internal_service_block_is_one_tree",
     '{"callers": {"alice": {"tokens": ["secret-token"], "models": ["*"], "balance": 100.0}},': (
         "test_gateway_config_block_is_a_config_the_gateway_reads"
     ),
@@ -99,6 +100,42 @@ def test_fastapi_block_serves_authenticates_and_bills(healthy_gateway: Gateway, 
         assert [(r["opType"], r["callerId"]) for r in billed] == [("summarize", "alice")]
     finally:
         stop_process(server, 20)
+
+
+def test_edge_and_internal_service_block_is_one_tree(healthy_gateway: Gateway, tmp_path: Path) -> None:
+    edge_port, scorer_port = free_port(), free_port()
+    code = block("import httpx").replace("http://scorer:8000", f"http://127.0.0.1:{scorer_port}")
+    (tmp_path / "services.py").write_text(code)
+    env = {**os.environ, "OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", f"services:{app}", "--port", str(port), "--log-level", "warning"],
+            cwd=tmp_path,
+            env={**env, "OTEL_SERVICE_NAME": app},
+        )
+        for app, port in (("edge", edge_port), ("scorer", scorer_port))
+    ]
+    try:
+        for server, port in zip(servers, (edge_port, scorer_port), strict=True):
+            wait_for_port(port, process=server)
+        url = f"http://127.0.0.1:{edge_port}/v1/rpc"
+        assert httpx.post(url, json={"text": "four"}).status_code == 401  # the edge checks tokens
+        response = httpx.post(url, json={"text": "four"}, headers={"Authorization": "demo-alice"})
+        assert response.status_code == 200 and response.json() == {"score": 4}, response.text
+        records = healthy_gateway.wait_records(response.headers["x-request-id"], 8)
+    finally:
+        for server in servers:
+            stop_process(server, 20)
+    assert len(records) == 8
+    assert {(r["callerId"], r["extraInfo"]["traceId"]) for r in records} == {
+        ("alice", records[0]["extraInfo"]["traceId"])
+    }
+    assert {r["opType"]: (parent_op(records, r), r["extraInfo"]["service"]) for r in records} == {
+        "POST /v1/rpc": (None, "edge"),
+        "ask_scorer": ("POST /v1/rpc", "edge"),
+        "POST /score": ("ask_scorer", "scorer"),
+        "score": ("POST /score", "scorer"),
+    }
 
 
 def test_gateway_config_block_is_a_config_the_gateway_reads(tmp_path: Path) -> None:

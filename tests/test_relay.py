@@ -16,30 +16,7 @@ import pytest
 
 from gateway_otel.testing import eventually
 
-from conftest import Gateway, Script, run_script
-
-PRELUDE = """
-import os, sys, time
-import gateway_otel
-from gateway_otel import operation_log, submit_log, trace_id_context
-from gateway_otel._pipeline import current
-
-@operation_log(is_cost_log=True)
-def bill(i):
-    return i
-
-trace_id_context.set({rid!r})
-delivery = current().delivery
-
-def relay_pid():
-    relay = delivery._relay
-    return relay.process.pid if relay is not None else None
-
-def handed_over():
-    deadline = time.monotonic() + 30
-    while (delivery._queue or relay_pid() is None) and time.monotonic() < deadline:
-        time.sleep(0.01)
-"""
+from conftest import PROGRAMS, Gateway, Script, run_program
 
 
 def _env(gateway: Gateway, spool: Path, **extra: str) -> dict[str, str]:
@@ -62,17 +39,8 @@ def _gone(pid: int) -> bool:
 
 def test_a_relay_process_delivers_the_records_and_flush_waits_for_it(healthy_gateway: Gateway, tmp_path: Path) -> None:
     rid = f"relay-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + """
-for i in range(300):
-    bill(i)
-submit_log({"opType": "by-hand"})  # a record built in the app, delivered by the relay
-assert gateway_otel.force_flush(20)
-print(os.getpid(), relay_pid(), delivery._http is None, flush=True)
-"""
-    )
-    done = run_script(code, _env(healthy_gateway, tmp_path))
+    scenario = ("delivers", rid)
+    done = run_program("relay_scenarios", *scenario, env=_env(healthy_gateway, tmp_path))
     assert done.returncode == 0, done.stderr
     app_pid, relay_pid, no_http_here = done.stdout.split()
     assert relay_pid not in ("None", app_pid)
@@ -88,18 +56,8 @@ def test_records_built_for_listeners_are_built_in_the_app_and_delivered_by_the_r
     healthy_gateway: Gateway, tmp_path: Path
 ) -> None:
     rid = f"relay-listen-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + """
-seen = []
-delivery.listeners.append(seen.append)
-for i in range(50):
-    bill(i)
-assert gateway_otel.force_flush(20)
-print(len(seen), relay_pid() is not None, flush=True)
-"""
-    )
-    done = run_script(code, _env(healthy_gateway, tmp_path))
+    scenario = ("listeners", rid)
+    done = run_program("relay_scenarios", *scenario, env=_env(healthy_gateway, tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["100", "True"]
     assert healthy_gateway.count(rid) == 100
@@ -109,14 +67,8 @@ def test_the_relay_delivers_what_the_app_handed_over_after_the_app_exits(
     healthy_gateway: Gateway, tmp_path: Path
 ) -> None:
     rid = f"relay-exit-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + """
-for i in range(200):
-    bill(i)
-"""
-    )  # no flush: exit hands the rest over and the relay delivers it
-    done = run_script(code, _env(healthy_gateway, tmp_path))
+    scenario = ("exits_without_flush", rid)
+    done = run_program("relay_scenarios", *scenario, env=_env(healthy_gateway, tmp_path))
     assert done.returncode == 0, done.stderr
     assert eventually(lambda: healthy_gateway.count(rid) >= 400, timeout=30)
     assert healthy_gateway.count(rid) == 400
@@ -124,18 +76,9 @@ for i in range(200):
 
 def test_records_handed_to_the_relay_survive_the_app_being_killed(healthy_gateway: Gateway, tmp_path: Path) -> None:
     rid = f"relay-kill-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + """
-for i in range(100):
-    bill(i)
-handed_over()
-print("handed", relay_pid(), flush=True)
-sys.stdin.readline()
-"""
-    )
+    scenario = ("killed_after_hand_over", rid)
     healthy_gateway.faults(report_delay=0.3)  # the records are still on their way when the app dies
-    script = Script(code, _env(healthy_gateway, tmp_path))
+    script = Script.of_program(PROGRAMS / "relay_scenarios.py", *scenario, env=_env(healthy_gateway, tmp_path))
     try:
         assert script.process.stdout is not None
         word, relay_pid = script.process.stdout.readline().split()
@@ -159,18 +102,10 @@ def test_records_waiting_for_a_relay_slow_to_start_survive_the_app_being_killed(
     slow = tmp_path / "slow-python"  # the relay's interpreter takes 3 s to come up (a loaded machine)
     slow.write_text(f'#!/bin/sh\nsleep 3\nexec "{sys.executable}" "$@"\n')
     slow.chmod(0o755)
-    code = (
-        PRELUDE.format(rid=rid)
-        + f"""
-sys.executable = {str(slow)!r}
-for i in range(50):
-    bill(i)
-time.sleep(1.5)
-print("waited", relay_pid(), flush=True)
-sys.stdin.readline()
-"""
+    scenario = ("killed_while_the_relay_starts", rid, str(slow))
+    script = Script.of_program(
+        PROGRAMS / "relay_scenarios.py", *scenario, env=_env(healthy_gateway, tmp_path / "spool")
     )
-    script = Script(code, _env(healthy_gateway, tmp_path / "spool"))
     try:
         script.expect("waited None")  # killed while the relay still comes up
         script.process.send_signal(signal.SIGKILL)
@@ -183,67 +118,32 @@ sys.stdin.readline()
     assert len({record["uuid"] for record in records}) == len(records) == 100
 
 
-SERVING = """
-import asyncio, httpx
-from fastapi import FastAPI
-from gateway_otel import instrument_app
-
-app = instrument_app(FastAPI(), exclude_path=["*"])
-
-@app.get("/bill")
-async def endpoint() -> dict:
-    return {"i": bill(1)}
-
-async def main():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
-        answer = await client.get("/bill", headers={"x-request-id": trace_id_context.get()})
-        assert answer.status_code == 200
-
-if os.environ["HOW"] == "serve":
-    asyncio.run(main())
-else:
-    bill(1)
-assert gateway_otel.force_flush(20)
-print(relay_pid() is not None, flush=True)
-"""
-
-
 @pytest.mark.parametrize(
     ("setting", "how", "relayed"),
-    [("", "serve", True), ("0", "serve", False), ("", "call", False), ("1", "call", True)],
+    [
+        ("", "serve", True),
+        ("0", "serve", False),
+        ("", "call", False),
+        ("1", "call", True),
+        ("", "server loaded", True),
+    ],
 )
 def test_by_default_a_process_that_serves_requests_delivers_through_a_relay(
     setting: str, how: str, relayed: bool, healthy_gateway: Gateway, tmp_path: Path
 ) -> None:
+    """Decided once, at configuration: a process that serves requests (``instrument_app`` made the
+    configuration, or an ASGI server is loaded) delivers through a relay; a script does not."""
     rid = f"relay-default-{uuid.uuid4().hex}"
-    code = PRELUDE.format(rid=rid) + SERVING
-    done = run_script(code, _env(healthy_gateway, tmp_path, GATEWAY_OTEL_RELAY=setting, HOW=how))
+    done = run_program("serving_or_not", rid, how, env=_env(healthy_gateway, tmp_path, GATEWAY_OTEL_RELAY=setting))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(relayed)]
-    assert len(healthy_gateway.records(rid)) == 2
+    assert len(healthy_gateway.records(rid)) == (4 if how == "serve" else 2)  # a request's records, served
 
 
 def test_when_the_relay_dies_the_app_delivers_in_its_own_process(healthy_gateway: Gateway, tmp_path: Path) -> None:
     rid = f"relay-dies-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + """
-import signal
-for i in range(20):
-    bill(i)
-assert gateway_otel.force_flush(20)
-os.kill(relay_pid(), signal.SIGKILL)
-deadline = time.monotonic() + 20
-while delivery._relay is not None and time.monotonic() < deadline:
-    bill(-1)  # wakes the sender, which finds its relay gone
-    time.sleep(0.05)
-for i in range(30):
-    bill(100 + i)
-assert gateway_otel.force_flush(20)
-print(delivery._relay is None, delivery._http is not None, flush=True)
-"""
-    )
-    done = run_script(code, _env(healthy_gateway, tmp_path))
+    scenario = ("relay_dies", rid)
+    done = run_program("relay_scenarios", *scenario, env=_env(healthy_gateway, tmp_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"]
     assert "the relay stopped; delivering in this process" in done.stderr
@@ -256,34 +156,8 @@ def test_a_forked_child_starts_a_relay_of_its_own_and_leaves_the_parents_alone(
     healthy_gateway: Gateway, tmp_path: Path
 ) -> None:
     rid = f"relay-fork-{uuid.uuid4().hex}"
-    code = (
-        PRELUDE.format(rid=rid)
-        + """
-for i in range(10):
-    bill(i)
-assert gateway_otel.force_flush(20)
-parent_relay = relay_pid()
-read_end, write_end = os.pipe()
-child = os.fork()
-if child == 0:
-    os.close(read_end)
-    quiet = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(quiet, 1)  # the test reads the parent's output to its end: not the child's
-    os.dup2(quiet, 2)
-    inherited = delivery._relay
-    for i in range(10):
-        bill(100 + i)
-    assert gateway_otel.force_flush(20)
-    os.write(write_end, f"{inherited} {relay_pid()}\\n".encode())
-    os.close(write_end)
-    time.sleep(30)  # still alive while the parent exits
-    os._exit(0)
-os.close(write_end)
-with os.fdopen(read_end) as answer:
-    print(parent_relay, child, answer.readline().strip(), flush=True)
-"""
-    )
-    done = run_script(code, _env(healthy_gateway, tmp_path))
+    scenario = ("forked", rid)
+    done = run_program("relay_scenarios", *scenario, env=_env(healthy_gateway, tmp_path))
     assert done.returncode == 0, done.stderr
     parent_relay, child, inherited, child_relay = done.stdout.split()
     try:
@@ -299,33 +173,9 @@ with os.fdopen(read_end) as answer:
             os.kill(int(child), signal.SIGKILL)
 
 
-LOOP_PRELUDE = """
-import asyncio, threading
-
-hands = set()  # the threads that handed records over
-hand_over = delivery._hand_over
-
-def watched(relay, *, wait):
-    taken, written = hand_over(relay, wait=wait)
-    if taken:
-        hands.add(threading.current_thread().name)
-    return taken, written
-
-delivery._hand_over = watched
-
-@operation_log(is_cost_log=True)
-async def abill(i, payload=""):
-    return i
-
-bill(-1)  # starts the sender thread and its relay
-handed_over()
-hands.clear()
-"""
-
-
-def _on_a_loop(gateway: Gateway, tmp_path: Path, rid: str, body: str) -> list[str]:
-    """Run ``body`` after the event-loop prelude in a process of its own; its output's words."""
-    done = run_script(PRELUDE.format(rid=rid) + LOOP_PRELUDE + body, _env(gateway, tmp_path))
+def _on_a_loop(gateway: Gateway, tmp_path: Path, rid: str, scenario: str) -> list[str]:
+    """Run an event loop's ``scenario`` in a process of its own; its output's words."""
+    done = run_program("relay_scenarios", scenario, rid, env=_env(gateway, tmp_path))
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
@@ -338,18 +188,7 @@ def test_on_an_event_loop_records_are_handed_to_the_relay_from_the_loop_itself(
         healthy_gateway,
         tmp_path,
         rid,
-        """
-async def main():
-    for i in range(300):
-        await abill(i)
-        if i % 50 == 0:
-            await asyncio.sleep(0.05)  # the loop runs its hand-over
-    await asyncio.sleep(0.1)
-
-asyncio.run(main())
-print(" ".join(sorted(hands)), flush=True)  # before the flush, which the sender thread hands over
-assert gateway_otel.force_flush(20)
-""",
+        "loop_hands_over",
     )
     assert words == ["MainThread"]  # the sender thread handed nothing over
     records = healthy_gateway.records(rid)
@@ -364,31 +203,12 @@ def test_a_relay_that_stops_reading_never_blocks_the_event_loop_and_loses_nothin
         healthy_gateway,
         tmp_path,
         rid,
-        """
-import signal
-os.kill(relay_pid(), signal.SIGSTOP)  # it reads nothing more: the pipe to it fills up
-
-async def main():
-    longest = 0.0
-    began = time.monotonic()
-    i = 0
-    while time.monotonic() - began < 3.0:
-        before = time.monotonic()
-        await abill(i, "x" * 20_000)  # 40 kB of records a call: the pipe's megabyte is full in 30
-        i += 1
-        await asyncio.sleep(0.005)
-        longest = max(longest, time.monotonic() - before)
-    return i, longest
-
-calls, longest = asyncio.run(main())
-os.kill(relay_pid(), signal.SIGCONT)
-assert gateway_otel.force_flush(30)
-print(calls, longest, flush=True)
-""",
+        "relay_stalled",
     )
-    calls, longest = words
-    assert int(calls) > 100  # far more than the pipe holds
-    assert float(longest) < 1.0  # a blocked write would have held the loop until SIGCONT
+    (calls,) = words
+    # Far more than the pipe holds: a write that waited for the relay would have held the loop,
+    # and every call after it, until SIGCONT.
+    assert int(calls) > 100
     records = healthy_gateway.records(rid)
     assert len(records) == len({record["uuid"] for record in records}) == 2 * int(calls) + 2
 
@@ -401,16 +221,7 @@ def test_when_the_event_loop_is_blocked_the_sender_thread_hands_its_records_over
         healthy_gateway,
         tmp_path,
         rid,
-        """
-async def main():
-    await abill(1)
-    time.sleep(1.0)  # the loop is blocked: the hand-over it was due to run cannot
-    return len(delivery._queue), " ".join(sorted(hands))
-
-left, by = asyncio.run(main())
-print(left, by, flush=True)
-assert gateway_otel.force_flush(20)
-""",
+        "loop_blocked",
     )
     assert words == ["0", "gateway-otel-delivery"]
     assert healthy_gateway.count(rid) == 4
@@ -424,45 +235,7 @@ def test_an_operation_that_ended_before_the_hand_over_sends_one_row_for_both_its
         healthy_gateway,
         tmp_path,
         rid,
-        """
-import orjson
-rows = []
-relay = delivery._relay
-write = relay._write
-
-def recorded(data, entries, wait):
-    line = bytes(data)
-    if line.startswith(b"[["):  # records, not a flush request
-        rows.extend(row[0] for row in orjson.loads(line))
-    return write(data, entries, wait)
-
-relay._write = recorded
-
-@operation_log(op_type="slow")
-async def slow():
-    await asyncio.sleep(0.2)  # the loop hands its in record over while it runs
-    return "done"
-
-from opentelemetry import trace
-
-@operation_log(op_type="big")
-async def big():
-    trace.get_current_span().set_attribute("x.big", 2**70)  # JSON cannot hold it: built in the app
-    return 1
-
-async def main():
-    for i in range(50):
-        await abill(i, "p")
-    await asyncio.sleep(0.1)
-    await slow()
-    await asyncio.sleep(0.1)
-    await big()
-    await asyncio.sleep(0.1)
-
-asyncio.run(main())
-assert gateway_otel.force_flush(20)
-print(" ".join(map(str, rows)), flush=True)
-""",
+        "one_row_for_both",
     )
     # One row for each short operation's two records; both records built in the app for one whose
     # span holds what JSON cannot.

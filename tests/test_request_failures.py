@@ -25,9 +25,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from gateway_otel import GatewayClient, instrument_app
 from gateway_otel.testing import eventually, free_port, serve_in_thread, wait_for_port
 
-from conftest import Gateway, run_script
+from conftest import PROGRAMS, Gateway, run_program
 
-PROGRAMS = Path(__file__).parent / "programs"
 ALICE = {"Authorization": "demo-alice"}
 
 
@@ -114,8 +113,9 @@ def test_a_stream_that_breaks_keeps_its_id_and_fails_its_records(served: Served,
         assert response.headers["x-request-id"] == rid
         with pytest.raises(httpx.HTTPError):
             response.read()
-    records = healthy_gateway.wait_records(rid, 2)
-    assert [r["operationStatus"] for r in records if r["opLogType"] == "out"] == ["failed"]
+    records = healthy_gateway.wait_records(rid, 4)
+    outs = {r["opType"]: r["operationStatus"] for r in records if r["opLogType"] == "out"}
+    assert outs == {"GET /stream": "failed", "words": "failed"}
     assert eventually(lambda: served.lines_with("Exception in ASGI application"))
     (error,) = served.lines_with("Exception in ASGI application")
     assert f"[{rid}] [alice]" in error, error
@@ -138,17 +138,9 @@ def test_a_websocket_that_fails_closes_with_1011_and_logs_its_request_id(served:
 
 
 def test_log_lines_outside_a_request_format_with_dashes_before_and_after_set_up(tmp_path: Path) -> None:
-    code = """
-import logging, sys
-handler = logging.StreamHandler(sys.stdout)
-handler.setFormatter(logging.Formatter("%(levelname)s [%(request_id)s] [%(trace_id)s] [%(caller_id)s] %(message)s"))
-logging.basicConfig(level=logging.INFO, handlers=[handler])
-import gateway_otel
-logging.getLogger("app").info("before set-up")
-gateway_otel.configure()  # warns that OPENAPI_HOST is not set, through the same format
-logging.getLogger("app").info("after set-up")
-"""
-    result = run_script(code, env={"OPENAPI_HOST": "", "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path)})
+    result = run_program(
+        "log_format_outside_requests", env={"OPENAPI_HOST": "", "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path)}
+    )
     assert result.returncode == 0, result.stderr
     assert "Logging error" not in result.stderr, result.stderr
     assert "INFO [-] [-] [-] before set-up" in result.stdout

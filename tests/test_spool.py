@@ -15,6 +15,8 @@ import pytest
 
 from gateway_otel._spool import Spool
 
+from conftest import PROGRAMS
+
 
 def _open_at_once(directory: str, barrier: Any, results: Any) -> None:
     barrier.wait()
@@ -45,7 +47,7 @@ def test_processes_opening_a_new_spool_together_all_get_in() -> None:
 def test_children_forked_while_the_parent_writes_to_the_spool_can_use_it(tmp_path: Path) -> None:
     # gunicorn --preload forks its workers from a master whose delivery thread may be in the spool.
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "fork_spool.py"), str(tmp_path / "spool")],
+        [sys.executable, str(PROGRAMS / "fork_spool.py"), str(tmp_path / "spool")],
         capture_output=True,
         text=True,
         timeout=300,

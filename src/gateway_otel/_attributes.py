@@ -17,8 +17,11 @@ REQUEST: Final = "gateway.request"
 RESPONSE: Final = "gateway.response"
 ERROR: Final = "gateway.error"
 EXTRA: Final = "gateway.extra"
+#: The span id (16 hex digits) of the record a record span hangs under, when that is not its parent
+#: span (a span that makes no record sits between: ``_record_tree``).
+PARENT_RECORD: Final = "gateway.parent_record"
 
-#: Baggage keys that carry the request's identity across services.
+#: Baggage keys that carry the request's identity across services (the span attributes of it too).
 BAGGAGE_KEYS: Final = (REQUEST_ID, CALLER_ID, REQUEST_URL)
 
 

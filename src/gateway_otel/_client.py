@@ -16,7 +16,7 @@ from opentelemetry import context as otel_context
 
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._metrics import LOOKUP_RESULTS, add_token_cache
-from ._pipeline import current
+from ._pipeline import current_pipeline
 from ._records import ANONYMOUS
 from ._settings import load_settings
 from ._transport import HttpConfig
@@ -84,7 +84,7 @@ class GatewayClient:
 
     @classmethod
     def from_settings(cls) -> GatewayClient:
-        settings = current().settings
+        settings = current_pipeline().settings
         return cls(
             settings.openapi_host,
             timeout=settings.timeout,
@@ -359,7 +359,7 @@ def default_client() -> GatewayClient:
     """The process's client, configured like the pipeline."""
     global _default
     with _default_lock:
-        if _default is None or _default.base_url != (current().settings.openapi_host or None):
+        if _default is None or _default.base_url != (current_pipeline().settings.openapi_host or None):
             if _default is not None:
                 _default.close()
             else:
@@ -391,7 +391,7 @@ def account_balance_enough(token: str, cost: float = 0.0) -> bool:
 def check_configuration(connect: bool = False) -> bool:
     """``True`` when the gateway is configured (and, with ``connect=True``, answers)."""
     try:
-        settings = current().settings
+        settings = current_pipeline().settings
     except Exception:
         return False
     if not settings.gateway_configured:

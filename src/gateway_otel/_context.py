@@ -110,9 +110,9 @@ class ContextField:
     def set(self, value: object) -> ContextToken:
         previous = self.get()
         if self.key == attrs.REQUEST_URL and value is not None:
-            from ._pipeline import current  # the pipeline imports this module: import at use
+            from ._pipeline import current_pipeline  # the pipeline imports this module: import at use
 
-            value = fit_in_baggage(current().scrubber.scrub_url(str(value)))  # no secret, and it propagates
+            value = fit_in_baggage(current_pipeline().scrubber.scrub_url(str(value)))  # no secret, and it propagates
         new = _with_entry(get_current(), self.key, value)
         return ContextToken(self.key, previous, new, attach(new))
 
@@ -154,7 +154,7 @@ _BAGGAGE_KEY = next(iter(baggage.set_baggage("gateway.probe", "", context.Contex
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, context.Context())))
 
 
-def identity(ctx: context.Context | None = None) -> Mapping[str, object]:
+def baggage_of(ctx: context.Context | None = None) -> Mapping[str, object]:
     """All baggage entries of ``ctx`` (the current context by default), as ``baggage.get_all``
     gives them, read with one look-up (the decorator and the middleware do this for every call and
     request). The mapping is the Context's own: read it, never change it."""

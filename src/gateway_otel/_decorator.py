@@ -14,24 +14,22 @@ import inspect
 import time
 import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
-from typing import Any, TypeVar, cast, overload
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
-from ._context import attach, detach, get_current, identity, with_span
-from ._pipeline import Pipeline, current
+from ._context import attach, baggage_of, detach, get_current, with_span
+from ._pipeline import Pipeline, current_pipeline
 from ._selflog import log_once
-from ._serialize import safe_str, to_json
+from ._serialize import error_message, to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 Capture = bool | Callable[[Any], Any]
 
 #: Items of a streamed response kept for its ``response`` (the JSON is capped as well).
 MAX_STREAM_ITEMS = 1000
-#: Characters of an error message kept in ``errMsg``.
-MAX_ERROR_CHARS = 4096
 _EMPTY_REQUEST = "{}"
 _time_ns = time.time_ns
 _perf_ns = time.perf_counter_ns
@@ -65,9 +63,15 @@ class _Signature:
         return bound
 
 
-#: What ``_Operation.start`` gives: the span, the context with the span, wall and monotonic start
-#: ns, and the pipeline it reports through (its end reads the same one, without looking it up again).
-_Started = tuple[Span, otel_context.Context, int, int, Pipeline]
+class _Started(NamedTuple):
+    """What ``_Operation.start`` gives for a call: its end reads the same span and pipeline, without
+    looking them up again."""
+
+    span: Span
+    context: otel_context.Context  # the caller's, with the span
+    start_ns: int  # wall clock
+    mono_ns: int  # monotonic clock, for the duration
+    pipeline: Pipeline  # what it reports through (its end reads the same one)
 
 
 class _Operation:
@@ -97,9 +101,9 @@ class _Operation:
         """Start the span of a call; ``None`` when the adapter failed (logged once): the call then
         runs without a span."""
         try:
-            pipeline = current()
+            pipeline = current_pipeline()
             ctx = get_current()
-            bag = identity(ctx)
+            bag = baggage_of(ctx)
             attributes = dict(self.static)
             request_id = bag.get(attrs.REQUEST_ID)
             if request_id is not None:
@@ -122,10 +126,10 @@ class _Operation:
                     attributes[attrs.REQUEST] = _EMPTY_REQUEST
             start_ns = _time_ns()
             mono_ns = _perf_ns()
-            span = pipeline.spans.start_span(self.name, ctx, attributes, start_time=start_ns)
+            span = pipeline.lean_tracer.start_span(self.name, ctx, attributes, start_time=start_ns)
             if request_id is None:
                 span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
-            return span, with_span(ctx, span), start_ns, mono_ns, pipeline
+            return _Started(span, with_span(ctx, span), start_ns, mono_ns, pipeline)
         except Exception as exc:
             log_once("decorator-start", "gateway-otel: could not start an operation span: %r", exc)
             return None
@@ -151,7 +155,7 @@ class _Operation:
         span, _, start_ns, mono_ns, pipeline = started
         try:
             scrubber = pipeline.scrubber
-            message = scrubber.scrub_text(f"{type(exc).__name__}: {safe_str(exc)}")[:MAX_ERROR_CHARS]
+            message = error_message(exc, scrubber)
             span.set_attribute(attrs.ERROR, message)
             span.set_status(Status(StatusCode.ERROR, message))
             stacktrace = scrubber.scrub_text("".join(traceback.format_exception(exc)))
@@ -168,7 +172,7 @@ def _wrap_sync(fn: Callable[..., Any], op: _Operation) -> Callable[..., Any]:
         started = op.start(args, kwargs)
         if started is None:
             return fn(*args, **kwargs)
-        token = attach(started[1])
+        token = attach(started.context)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -188,7 +192,7 @@ def _wrap_async(fn: Callable[..., Awaitable[Any]], op: _Operation) -> Callable[.
         started = op.start(args, kwargs)
         if started is None:
             return await fn(*args, **kwargs)
-        token = attach(started[1])
+        token = attach(started.context)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
@@ -233,7 +237,7 @@ def _wrap_generator(fn: Callable[..., Generator[Any, Any, Any]], op: _Operation)
         started = op.start(args, kwargs)
         if started is None:
             return (yield from fn(*args, **kwargs))
-        ctx = started[1]
+        ctx = started.context
         stream = _Stream()
         generator = fn(*args, **kwargs)
         sent: Any = None
@@ -277,7 +281,7 @@ def _wrap_async_generator(fn: Callable[..., AsyncGenerator[Any, Any]], op: _Oper
             async for item in fn(*args, **kwargs):
                 yield item
             return
-        ctx = started[1]
+        ctx = started.context
         stream = _Stream()
         generator = fn(*args, **kwargs)
         sent: Any = None

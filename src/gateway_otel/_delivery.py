@@ -32,7 +32,7 @@ from ._relay import Relay
 from ._selflog import log_once
 from ._settings import Settings
 from ._spool import Spool
-from ._transport import HttpPool, TransportError, within
+from ._transport import HttpPool, Transport, TransportError, within
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,55 @@ class _Marker:
 def backoff(attempt: int, maximum: float) -> float:
     """Exponential backoff with full jitter."""
     ceiling = min(maximum, FIRST_BACKOFF * (2 ** min(attempt, 20)))
-    return random.uniform(ceiling / 2, ceiling)
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+class Outage:
+    """Whether the gateway takes records, as the sender sees it, and when to ask it again.
+
+    Requests that fail together count as one attempt: one sent before the last counted failure
+    failed for the same reason, so the backoff grows per outage, not per request (16 requests in
+    flight do not take it to its ceiling at once). While failing, one request at a time probes the
+    gateway, at least every ``max_backoff`` seconds, so delivery resumes within that time of the
+    gateway answering again; ``Retry-After`` may ask for longer.
+    """
+
+    def __init__(self, max_backoff: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_backoff = max_backoff
+        self._clock = clock
+        self.attempts = 0  # failed attempts in the current outage
+        self._attempt_at = 0.0  # when the last counted attempt failed
+        self.retry_at = 0.0
+
+    def failed(self, sent_at: float, after: float | None = None) -> float:
+        """A request sent at ``sent_at`` failed (``after``: a ``Retry-After`` in seconds); returns the
+        seconds until the next attempt."""
+        now = self._clock()
+        if sent_at >= self._attempt_at:  # sent after the last counted failure: a new attempt
+            self.attempts += 1
+            self._attempt_at = now
+        delay = backoff(self.attempts, self.max_backoff)
+        if after is not None:
+            delay = max(delay, after)
+        self.retry_at = max(self.retry_at, now + delay)
+        return delay
+
+    def recovered(self) -> None:
+        """The gateway took records: the outage, if any, is over."""
+        self.attempts = 0
+        self.retry_at = 0.0
+
+    def retry_now(self) -> None:
+        """Ask again at once (exit: one more try before records are spooled)."""
+        self.retry_at = min(self.retry_at, self._clock())
+
+    def ready(self, now: float) -> bool:
+        """Whether a request may start at ``now``."""
+        return now >= self.retry_at
+
+    def slots(self, most: int) -> int:
+        """Requests that may be in flight: ``most`` while the gateway takes records, else one (the probe)."""
+        return 1 if self.attempts else most
 
 
 def retry_after(value: str | None) -> float | None:
@@ -114,8 +162,24 @@ def retry_after(value: str | None) -> float | None:
 class Delivery:
     """The queue, the sender thread and the spool of one process."""
 
-    def __init__(self, settings: Settings, spool: Spool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool | None = None,
+        *,
+        relay: bool | None = None,
+        transport: Callable[[Settings], Transport] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``relay``: a relay process builds and sends the records (``settings.relay`` by default,
+        resolved by ``configure()``); ``transport``: makes the sender's connection to the gateway (an
+        ``HttpPool`` by default); ``clock``: the monotonic clock of the sender's timing."""
         self.settings = settings
+        #: Whether the records go through a relay process (else this process sends them): decided
+        #: here, once, and kept by forked children (each starts a relay of its own).
+        self.relayed = bool(settings.relay if relay is None else relay) and bool(settings.openapi_host)
+        self._transport = transport or _http_pool
+        self._clock = clock
         self.spool = spool if spool is not None else Spool(settings.spool_dir)
         self._held_spool = self.spool  # the spool held still across a fork()
         self.listeners: list[Listener] = []
@@ -125,9 +189,6 @@ class Delivery:
         self._slots = settings.batch_in_flight if settings.batch else settings.max_in_flight
         self._hard_limit = settings.queue_size
         self._reset()
-        #: Set when the process serves requests through the context middleware: with ``relay``
-        #: left to the default, the relay then delivers (read once, when the sender starts).
-        self.serving = False
         ref = weakref.ref(self)
         atexit.register(_call_weak, ref, "_at_exit")
         if hasattr(os, "register_at_fork"):
@@ -168,12 +229,10 @@ class Delivery:
         self._spool_looked = 0.0
         self._acked: list[str] = []
         self._acked_since = 0.0
-        self._http: HttpPool | None = None
+        self._http: Transport | None = None
         #: What became of this process's records, by ``outcome`` (the adapter's own metrics).
         self.exported = dict.fromkeys(EXPORT_OUTCOMES, 0)
-        self._failures = 0  # attempts in the current outage: requests that fail together count once
-        self._attempt_started = 0.0  # when the last counted attempt failed
-        self._retry_at = 0.0
+        self.outage = Outage(self.settings.max_backoff, self._clock)
 
     def exported_counts(self) -> dict[str, int]:
         """What became of this process's records so far, its relay's included."""
@@ -189,7 +248,7 @@ class Delivery:
         """Queue a record for delivery; never blocks on the network."""
         queue = self._queue
         if self._running and len(queue) < self._hard_limit:
-            queue.append((build, item, time.monotonic()))
+            queue.append((build, item, self._clock()))
             # With a relay, a hand-over already due on an event loop takes this record too.
             if self._relay is not None and (self._handing or self._hand_over_soon()):
                 return
@@ -199,9 +258,9 @@ class Delivery:
         if self._thread is None and not self._closed:
             self._start()
             if self._running:
-                queue.append((build, item, time.monotonic()))
+                queue.append((build, item, self._clock()))
                 return
-        self._spill_from_caller(build, item)
+        self._spool_overflow(build, item)
 
     def _hand_over_soon(self) -> bool:
         """On an event loop's thread, with a relay: hand the queue over from that loop in
@@ -215,7 +274,7 @@ class Delivery:
         if loop is None:
             return False
         self._handing = True
-        self._handing_since = time.monotonic()
+        self._handing_since = self._clock()
         try:
             loop.call_later(RELAY_PAUSE, self._hand_over_from_loop)
         except RuntimeError:  # the loop is closing
@@ -237,7 +296,7 @@ class Delivery:
         if not done:  # a flush marker, a full pipe, the sender handing over, or no relay: its turn
             self._wake_sender()
 
-    def _spill_from_caller(self, build: Builder, item: Any) -> None:
+    def _spool_overflow(self, build: Builder, item: Any) -> None:
         # The sender falls behind the callers: keep memory bounded by writing this one to disk.
         try:
             record = self._build(build, item)
@@ -270,14 +329,14 @@ class Delivery:
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         thread = self._thread
         if thread is not None and thread.is_alive():
-            now = time.monotonic()
+            now = self._clock()
             self._deadline = now + timeout
             self._hard_deadline = now + max(timeout, self.settings.drain_on_exit)
-            self._retry_at = min(self._retry_at, now)  # exit asks the gateway once more, at once
+            self.outage.retry_now()  # exit asks the gateway once more, at once
             self._stopping = True
             self._wake_sender()
             thread.join(self._hard_deadline - now + 2.0)
-        self._spool_leftovers()
+        self._spool_what_remains()
         self.spool.close()
 
     def resume(self) -> None:
@@ -296,8 +355,8 @@ class Delivery:
     def replay(self, timeout: float) -> bool:
         """Deliver the spool now (the sender drains it), for up to ``timeout`` seconds; ``True`` when emptied."""
         self._start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = self._clock() + timeout
+        while self._clock() < deadline:
             if self.spool.counts()[0] == 0:
                 break
             time.sleep(0.1)
@@ -343,7 +402,6 @@ class Delivery:
         if self._relay is not None:
             self._relay.abandon()  # the parent's: its input must end when the parent's does
         self._reset()
-        self.serving = False  # the child serves requests or not: its first request says
         self.spool = Spool(self.spool.directory)
 
     # -- the sender thread -------------------------------------------------------------
@@ -356,7 +414,7 @@ class Delivery:
         self._wake = asyncio.Event()
         ready.set()
         try:
-            relay = Relay.start(self.settings, self._spill_old) if self._wants_relay() else None
+            relay = Relay.start(self.settings, self._spool_while_relay_starts) if self.relayed else None
             if relay is not None and self.settings.relay is None:
                 logger.info(
                     "gateway-otel: a relay process (pid %d) delivers this service's records; "
@@ -371,36 +429,22 @@ class Delivery:
             self._running = False
             self._loop = None
             loop.close()
-            self._spool_leftovers()
-
-    def _wants_relay(self) -> bool:
-        """Whether a relay delivers: ``relay`` on, or left to the default in a process that serves
-        requests: in the app's own process the sender thread and the request path share one GIL, and
-        a busy service loses much of its throughput and its p99 to delivery (``benchmarks/README.md``)."""
-        if not self._host:
-            return False
-        return self.settings.relay if self.settings.relay is not None else self.serving
+            self._spool_what_remains()
 
     async def _run(self) -> None:
         wake = self._loop_event()
-        pool = HttpPool(
-            self._host or "http://127.0.0.1",
-            size=self._slots,
-            timeout=self.settings.timeout,
-            config=self.settings.http,
-            token=self.settings.report_token,
-        )
+        pool = self._transport(self.settings)
         self._http = pool
         tasks = self._tasks
         try:
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 if self._stopping and (now >= self._deadline or self._finished()):
                     break
                 try:
                     lingering = self._take_queue(now)
                     self._drain_spool(now)
-                    self._spill_old_inflight(now)
+                    self._write_ahead_in_flight(now)
                     self._flush_acks(now)
                     self._resolve_markers()
                 except Exception as exc:
@@ -423,7 +467,7 @@ class Delivery:
         finally:
             await pool.aclose()
         self._flush_acks(None)
-        self._spool_leftovers()
+        self._spool_what_remains()
 
     async def _relay_run(self, relay: Relay) -> bool:
         """Hand the queue over to the relay process; ``False`` when it is gone (delivery goes on here)."""
@@ -439,7 +483,7 @@ class Delivery:
                     with self._hand_lock:
                         handed = self._hand_over(relay, wait=True)[0]
                         if self._stopping:
-                            relay.close(max(0.0, self._hard_deadline - time.monotonic()))
+                            relay.close(max(0.0, self._hard_deadline - self._clock()))
                             return True
                 except (OSError, ValueError):
                     break
@@ -460,11 +504,11 @@ class Delivery:
             _add_counts(self.exported, relay.exported)  # what it had done stays counted
         return False
 
-    def _spill_old(self) -> None:
+    def _spool_while_relay_starts(self) -> None:
         """Spool the records at the head of the queue that have waited longer than ``SPILL_AFTER``
         (while the relay comes up, as ``_take_queue`` does while the gateway is away), so that a
         ``kill -9`` loses nothing older; the relay delivers the spool."""
-        queue, now = self._queue, time.monotonic()
+        queue, now = self._queue, self._clock()
         records: list[tuple[str, bytes]] = []
         while queue and not isinstance(queue[0], _Marker) and now - queue[0][2] > SPILL_AFTER:
             records.extend(self._pop_records(1))
@@ -474,7 +518,7 @@ class Delivery:
             self._resolved += len(records)
 
     def _stale_handing(self) -> bool:
-        if time.monotonic() - self._handing_since > TICK:
+        if self._clock() - self._handing_since > TICK:
             self._handing = False
             return True
         return False
@@ -525,14 +569,11 @@ class Delivery:
         self._spool_call("delivered", lambda: self.spool.delivered(acked))
 
     def _healthy(self, now: float) -> bool:
-        return self._host is not None and now >= self._retry_at
+        return self._host is not None and self.outage.ready(now)
 
     def _free_slots(self) -> int:
-        """Requests that may start now: all of them while the gateway takes records; during an
-        outage one at a time, the probe, so that a gateway coming back is found within one backoff
-        and one that is still down gets one request per backoff, not ``max_in_flight``."""
-        slots = 1 if self._failures else self._slots
-        return slots - len(self._inflight)
+        """Requests that may start now (``Outage.slots``: one at a time during an outage)."""
+        return self.outage.slots(self._slots) - len(self._inflight)
 
     def _take_queue(self, now: float) -> float | None:
         """Send or spool what the queue holds; returns the seconds until a lingering batch is due."""
@@ -607,9 +648,7 @@ class Delivery:
         self, records: list[tuple[str, bytes]], fresh: int, *, single: bool = False, spooled: bool | None = None
     ) -> None:
         single = single or not self.settings.batch
-        unit = _Unit(
-            records, fresh, time.monotonic(), spooled=fresh == 0 if spooled is None else spooled, single=single
-        )
+        unit = _Unit(records, fresh, self._clock(), spooled=fresh == 0 if spooled is None else spooled, single=single)
         self._dispatched += fresh
         self._inflight[id(unit)] = unit
         if self._http is None:
@@ -641,7 +680,7 @@ class Delivery:
             chunk = [claimed.popleft() for _ in range(min(per_request, len(claimed)))]
             self._dispatch(chunk, fresh=0)
 
-    def _spill_old_inflight(self, now: float) -> None:
+    def _write_ahead_in_flight(self, now: float) -> None:
         old = [unit for unit in self._inflight.values() if not unit.spooled and now - unit.started > SPILL_AFTER]
         for unit in old:
             self._spool_put(unit.records, error="in flight", claimed=True)
@@ -657,7 +696,7 @@ class Delivery:
                     waiting.append(marker)
             self._markers = waiting
 
-    async def _send(self, pool: HttpPool, unit: _Unit) -> None:
+    async def _send(self, pool: Transport, unit: _Unit) -> None:
         try:
             if unit.single:
                 response = await pool.post(REPORT_PATH, unit.records[0][1])
@@ -687,23 +726,16 @@ class Delivery:
 
     def _delivered(self, unit: _Unit) -> None:
         self.exported["delivered"] += len(unit.records)
-        self._failures = 0
-        self._retry_at = 0.0
+        self.outage.recovered()
         if unit.spooled:
             if not self._acked:
-                self._acked_since = time.monotonic()
+                self._acked_since = self._clock()
             self._acked.extend(uuid for uuid, _ in unit.records)
         if self._stopping:  # exit waits while the gateway takes records, up to the hard deadline
-            self._deadline = min(self._hard_deadline, time.monotonic() + self.settings.shutdown_timeout)
+            self._deadline = min(self._hard_deadline, self._clock() + self.settings.shutdown_timeout)
 
     def _failed(self, unit: _Unit, error: str, after: float | None) -> None:
-        if unit.started >= self._attempt_started:  # sent after the last counted failure: a new attempt
-            self._failures += 1
-            self._attempt_started = time.monotonic()
-        delay = backoff(self._failures, self.settings.max_backoff)
-        if after is not None:
-            delay = max(delay, after)
-        self._retry_at = max(self._retry_at, time.monotonic() + delay)
+        delay = self.outage.failed(unit.started, after)
         log_once("gateway-down", "gateway-otel: the gateway did not take records (%s); retrying in %.1fs", error, delay)
         uuids = [uuid for uuid, _ in unit.records]
         if unit.spooled:
@@ -754,7 +786,7 @@ class Delivery:
             raise RuntimeError("gateway-otel: the sender's loop is not running")
         return self._wake
 
-    def _spool_leftovers(self) -> None:
+    def _spool_what_remains(self) -> None:
         """Write what is still in memory to the spool (at exit, or when the sender stopped)."""
         records: list[tuple[str, bytes]] = []
         for unit in list(self._inflight.values()):
@@ -781,6 +813,17 @@ class Delivery:
         for marker in self._markers:
             marker.done.set()
         self._markers = []
+
+
+def _http_pool(settings: Settings) -> HttpPool:
+    """The sender's connections to the gateway: ``max_in_flight`` (or ``batch_in_flight``) kept alive."""
+    return HttpPool(
+        settings.openapi_host or "http://127.0.0.1",
+        size=settings.batch_in_flight if settings.batch else settings.max_in_flight,
+        timeout=settings.timeout,
+        config=settings.http,
+        token=settings.report_token,
+    )
 
 
 def _add_counts(into: dict[str, int], counts: dict[str, int]) -> None:

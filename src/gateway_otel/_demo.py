@@ -111,7 +111,7 @@ def worker_app() -> FastAPI:
         return await embed(body["text"])
 
     # An internal service behind the edge: identity comes from the propagated baggage.
-    return instrument_app(app, exclude_path=["*"], trust_upstream=True)
+    return instrument_app(app, trust_upstream=True)
 
 
 SAMPLES: list[tuple[str, str, str, dict[str, Any] | None, str | None]] = [

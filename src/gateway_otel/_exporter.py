@@ -13,7 +13,9 @@ from opentelemetry.trace import StatusCode
 
 from . import _attributes as attrs
 from ._delivery import Builder
-from ._records import IN, OUT, build_record
+from ._record_tree import REQUEST_KINDS, remote_or_direct_parent
+from ._records import IN, OUT, SpanData, build_record
+from ._scrub import Scrubber
 from ._span import LeanSpan
 
 
@@ -32,13 +34,6 @@ class RecordSink(Protocol):
 _instances: weakref.WeakSet[GatewaySpanExporter] = weakref.WeakSet()
 
 
-#: What records need of a span, taken when the span is handed over: plain values only (ints,
-#: strings, an untracked dict), so that records waiting for delivery keep no span objects alive.
-#: Queued spans would survive into the garbage collector's old generations, and its full
-#: collections of a loaded app would set the service's p99.
-SpanData = tuple[int, int, "int | None", int, "int | None", dict[str, Any], bool, str]
-
-
 def plain_attributes(span: ReadableSpan) -> dict[str, Any]:
     """A plain dict of the span's attributes: the SDK's mapping proxy copies them in C (item by
     item, ``dict()`` of it costs five times as much, on the caller's side)."""
@@ -49,22 +44,64 @@ def plain_attributes(span: ReadableSpan) -> dict[str, Any]:
     return dict(copy() if copy is not None else attributes)
 
 
-def span_data(span: ReadableSpan, attributes: dict[str, Any] | None = None) -> SpanData:
-    """The values of ``span`` that its records are built from (``attributes``: its plain attributes)."""
+def span_data(span: ReadableSpan, attributes: dict[str, Any] | None = None, *, failed: bool = False) -> SpanData:
+    """The values of ``span`` that its records are built from (``attributes``: its plain attributes;
+    ``failed``: failed whatever its status)."""
     if type(span) is LeanSpan and attributes is None:
         return span.record_data()
     context = span.context
-    parent = span.parent
-    return (
+    return SpanData(
         context.trace_id,
         context.span_id,
-        parent.span_id if parent is not None else None,
+        remote_or_direct_parent(span.parent),
         span.start_time or 0,
         span.end_time,
         plain_attributes(span) if attributes is None else attributes,
-        span.end_time is not None and span.status.status_code is StatusCode.ERROR,
+        failed or (span.end_time is not None and span.status.status_code is StatusCode.ERROR),
         _service(span.resource),
     )
+
+
+def request_data(span: ReadableSpan, scrubber: Scrubber) -> SpanData:
+    """The record data of a request's span that another instrumentation made (the contrib FastAPI
+    instrumentor's SERVER span, under ``opentelemetry-instrument``): the HTTP method and route as
+    the operation (else the span's name), the status code as the response, failed on a 5xx."""
+    found = plain_attributes(span)
+    method = found.get("http.request.method") or found.get("http.method")
+    route = found.get("http.route")
+    status = found.get("http.response.status_code", found.get("http.status_code"))
+    own: dict[str, Any] = {key: found[key] for key in attrs.BAGGAGE_KEYS if key in found}
+    own[attrs.OP_TYPE] = f"{method} {route}" if method and route else span.name
+    own[attrs.IS_COST_LOG] = False
+    if attrs.REQUEST_URL not in own:
+        url = _request_url(found)
+        if url:
+            own[attrs.REQUEST_URL] = scrubber.scrub_url(url)
+    failed = False
+    if isinstance(status, int):
+        own[attrs.RESPONSE] = str(status)
+        if status >= 500:
+            failed = True
+            own[attrs.ERROR] = f"HTTP {status}"
+    if attrs.ERROR not in own and span.status.status_code is StatusCode.ERROR:
+        own[attrs.ERROR] = scrubber.scrub_text(span.status.description or "failed")
+    return span_data(span, own, failed=failed)
+
+
+def _request_url(found: dict[str, Any]) -> str:
+    """The URL of a request span, from the HTTP semantic conventions' attributes (new or old)."""
+    full = found.get("url.full") or found.get("http.url")
+    if isinstance(full, str):
+        return full
+    host = found.get("server.address") or found.get("http.host") or found.get("net.host.name")
+    path = found.get("url.path") or found.get("http.target")
+    if not host or not isinstance(path, str):
+        return ""
+    port = found.get("server.port") or found.get("net.host.port")
+    scheme = found.get("url.scheme") or found.get("http.scheme") or "http"
+    authority = f"{host}:{port}" if port and ":" not in str(host) else str(host)
+    query = found.get("url.query")
+    return f"{scheme}://{authority}{path}" + (f"?{query}" if query else "")
 
 
 _last_service: tuple[Resource | None, str] = (None, "unknown_service")
@@ -81,17 +118,16 @@ def _service(resource: Resource | None) -> str:
 
 
 def _record(op_log_type: str, data: SpanData) -> dict[str, Any]:
-    trace_id, span_id, parent_span_id, start_ns, end_ns, attributes, failed, service = data
     return build_record(
         op_log_type,
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_span_id,
-        start_time_ns=start_ns,
-        end_time_ns=end_ns,
-        attributes=attributes,
-        failed=failed,
-        service=service,
+        trace_id=data.trace_id,
+        span_id=data.span_id,
+        parent_span_id=data.parent_span_id,
+        start_time_ns=data.start_ns,
+        end_time_ns=data.end_ns,
+        attributes=data.attributes,
+        failed=data.failed,
+        service=data.service,
     )
 
 
@@ -101,6 +137,12 @@ def in_record(data: SpanData) -> dict[str, Any]:
 
 def out_record(data: SpanData) -> dict[str, Any]:
     return _record(OUT, data)
+
+
+def records_at_end(span: ReadableSpan) -> bool:
+    """Whether ``span`` is a request's (SERVER, CONSUMER): both its records are made at its end,
+    when its route and status are known."""
+    return span.kind in REQUEST_KINDS
 
 
 def operation_data(span: ReadableSpan) -> SpanData | None:
@@ -129,6 +171,9 @@ class GatewaySpanExporter(SpanExporter):
         delivery: where records go; the process's pipeline by default.
         in_records: also report the ``in`` record of each span (off when ``OperationSpanProcessor``
             reports it at span start).
+
+    With ``request_records`` (the default), a request's span of another instrumentation (SERVER,
+    CONSUMER) is reported as a record pair as well, as ``instrument_app``'s own server spans are.
     """
 
     def __init__(self, delivery: RecordSink | None = None, *, in_records: bool = True) -> None:
@@ -145,9 +190,9 @@ class GatewaySpanExporter(SpanExporter):
 
     def delivery(self) -> RecordSink:
         if self._delivery is None:
-            from ._pipeline import current  # the pipeline builds exporters: import at use
+            from ._pipeline import current_pipeline  # the pipeline builds exporters: import at use
 
-            return current().delivery
+            return current_pipeline().delivery
         return self._delivery
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -157,15 +202,26 @@ class GatewaySpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         try:
             delivery = self.delivery()
+            requests = self._request_scrubber()
             for span in spans:
                 data = operation_data(span)
+                if data is None and requests is not None and records_at_end(span):
+                    data = request_data(span, requests)
                 if data is not None:
-                    if self._in_records:
+                    if self._in_records or records_at_end(span):
                         delivery.submit(in_record, data)
                     delivery.submit(out_record, data)
         except Exception:
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+    @staticmethod
+    def _request_scrubber() -> Scrubber | None:
+        """The process's scrubber when request spans are reported (``request_records``), else ``None``."""
+        from ._pipeline import current_pipeline  # the pipeline builds exporters: import at use
+
+        pipeline = current_pipeline()
+        return pipeline.scrubber if pipeline.settings.request_records else None
 
     def export_start(self, span: ReadableSpan) -> None:
         """Report the ``in`` record of a span that just started."""

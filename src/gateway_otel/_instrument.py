@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ._client import GatewayClient
-from ._pipeline import current
+from ._pipeline import configure_to_serve
 from .logging import install as install_log_correlation
 from .middleware import HttpContextMiddleware, fastapi_telemetry
 from .plugins import Plugin
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 AppT = TypeVar("AppT", bound="Starlette")  # a FastAPI or Starlette app
+_INSTRUMENTED = "_is_instrumented_by_gateway_otel"
 
 
 def instrument_app(
@@ -31,7 +32,8 @@ def instrument_app(
     propagate: Sequence[str] = (),
 ) -> AppT:
     """Server spans (OTel HTTP semantic conventions), the context middleware with auth, the request id
-    header and log correlation, on a FastAPI or Starlette app. Returns the app.
+    header and log correlation, on a FastAPI or Starlette app. Returns the app. An app instrumented
+    already (by an earlier call, or the ``gateway_otel`` instrumentor) is left as it is.
 
     Args:
         exclude_path: paths that need no token (exact, ``<pattern>`` segments or ``*`` globs).
@@ -54,7 +56,10 @@ def instrument_app(
         propagate: ``request_context`` keys whose values at the request's start travel to downstream
             services as W3C baggage (a service with ``trust_upstream`` restores them); none by default.
     """
-    current()  # configured before the first request
+    if getattr(app, _INSTRUMENTED, False):
+        return app  # once: the ``gateway_otel`` instrumentor and the app's own code may both call it
+    setattr(app, _INSTRUMENTED, True)
+    configure_to_serve()  # configured before the first request, for a process that serves requests
     telemetry = fastapi_telemetry(app)
     if server_spans and telemetry is not None:
         # FastAPI 0.16x traces requests itself once a TracerProvider is set: a second server span

@@ -28,7 +28,7 @@ from ._relay import SETTINGS_ENV as RELAY_SETTINGS_ENV
 from ._sampling import BillingSafeSampler
 from ._scrub import Scrubber
 from ._settings import Settings, load_settings
-from ._span import LeanTracer
+from ._span import LeanTracer, lean_spans_work
 from ._spool import SPOOL_FILE, Spool
 
 logger = logging.getLogger("gateway_otel")
@@ -43,7 +43,7 @@ class Pipeline:
     settings: Settings
     provider: TracerProvider
     tracer: trace.Tracer
-    spans: LeanTracer  # starts the decorator's and the middleware's spans (the tracer's, leaner)
+    lean_tracer: LeanTracer  # starts the spans of operations and requests (the tracer's, leaner)
     processor: OperationSpanProcessor
     delivery: Delivery
     scrubber: Scrubber
@@ -55,7 +55,7 @@ _lock = threading.RLock()
 _warned_no_host = False
 
 
-def current() -> Pipeline:
+def current_pipeline() -> Pipeline:
     """The process's pipeline, configured from the environment on first use."""
     state = _state
     if state is None:
@@ -75,31 +75,34 @@ def configure(**options: Any) -> Pipeline:
         old = _state
         if old is not None and old.settings == settings:
             return old
-        provider, created = _provider()
+        provider, in_force, created = _provider()
         _make_billing_safe(provider)
-        delivery = Delivery(settings, Spool(settings.spool_dir))
+        delivery = Delivery(settings, Spool(settings.spool_dir), relay=_relayed(settings))
         exporter = GatewaySpanExporter(delivery, in_records=False)
+        scrubber = Scrubber(settings.redact_patterns, settings.redact_allow)
+        requests = scrubber if settings.request_records else None
         for made_by_sdk in list(_instances):
             made_by_sdk.quiet()
         if old is not None and old.provider is provider:
             processor = old.processor
-            processor.use(exporter)
+            processor.use(exporter, requests)
             old.delivery.shutdown()
         else:
-            processor = OperationSpanProcessor(exporter)
+            processor = OperationSpanProcessor(exporter, requests)
             provider.add_span_processor(processor)
         if created or settings.otlp:
             _add_otlp(provider, settings)
         resource = provider.resource.attributes
-        tracer = provider.get_tracer(INSTRUMENTATION_NAME)
+        # From the provider in force: one that wraps the SDK's (Logfire's) wraps the spans too.
+        tracer = in_force.get_tracer(INSTRUMENTATION_NAME)
         _state = Pipeline(
             settings=settings,
             provider=provider,
             tracer=tracer,
-            spans=LeanTracer(tracer, operations=processor),
+            lean_tracer=LeanTracer(tracer, operations=processor, lean=settings.lean_spans and lean_spans_work()),
             processor=processor,
             delivery=delivery,
-            scrubber=Scrubber(settings.redact_patterns, settings.redact_allow),
+            scrubber=scrubber,
             service=service_name(resource),
         )
     register_metrics(delivery.exported_counts, SpoolGauges(delivery.spool.stats))
@@ -108,6 +111,29 @@ def configure(**options: Any) -> Pipeline:
         _exit_on_sigterm()
     delivery.resume()
     return _state
+
+
+#: ASGI servers: a process that has loaded one serves requests.
+SERVERS = ("uvicorn", "gunicorn", "hypercorn", "granian", "daphne")
+_serves_requests = False
+
+
+def configure_to_serve() -> Pipeline:
+    """The pipeline of a process that serves requests (``instrument_app`` sets its app up): made
+    with the relay by default when this call makes it."""
+    global _serves_requests
+    _serves_requests = True
+    return current_pipeline()
+
+
+def _relayed(settings: Settings) -> bool:
+    """Whether a relay delivers: ``relay`` when set; left to the default, in a process that serves
+    requests (an ASGI server is loaded, or ``instrument_app`` configured it), as the app's own
+    threads and its request path would share one GIL (``benchmarks/README.md``); not in a script
+    or a worker."""
+    if settings.relay is not None:
+        return settings.relay
+    return _serves_requests or any(server in sys.modules for server in SERVERS)
 
 
 _leftovers: Delivery | None = None
@@ -166,11 +192,20 @@ def _sigterm_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _provider() -> tuple[TracerProvider, bool]:
-    """The SDK provider in force, or a new one set globally; ``True`` when this call made it."""
+def _provider() -> tuple[TracerProvider, trace.TracerProvider, bool]:
+    """The SDK provider that the adapter's processor joins, the provider in force that its tracer
+    comes from, and ``True`` when this call made the SDK provider (set globally).
+
+    The provider in force is the SDK's, or one that wraps an SDK provider as its ``provider``
+    (Logfire's proxy: its tracers wrap the SDK's spans, and its processors are the SDK provider's),
+    or neither: then the operation spans go through an SDK provider of the adapter's own.
+    """
     current_provider = trace.get_tracer_provider()
     if isinstance(current_provider, TracerProvider):
-        return current_provider, False
+        return current_provider, current_provider, False
+    wrapped = getattr(current_provider, "provider", None)
+    if isinstance(wrapped, TracerProvider):
+        return wrapped, current_provider, False
     provider = TracerProvider(resource=_resource())
     if isinstance(current_provider, trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
@@ -180,7 +215,7 @@ def _provider() -> tuple[TracerProvider, bool]:
             "go through a provider of their own",
             type(current_provider).__name__,
         )
-    return provider, True
+    return provider, provider, True
 
 
 def _resource() -> Resource:

@@ -8,7 +8,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._delivery import Builder
-from ._exporter import GatewaySpanExporter, in_record, operation_data, out_record
+from ._exporter import GatewaySpanExporter, in_record, operation_data, out_record, records_at_end, request_data
+from ._scrub import Scrubber
 
 
 class OperationSpanProcessor(SpanProcessor):
@@ -17,14 +18,19 @@ class OperationSpanProcessor(SpanProcessor):
     Unlike ``BatchSpanProcessor``, nothing is dropped when a burst outruns the network: the
     delivery queue spills to the spool instead. It sees the spans of traces the sampler dropped
     too (they are recorded, not sampled), so billing never depends on sampling.
+
+    A request's span (SERVER, CONSUMER) gives both its records at its end, when its route and status
+    are known; one of another instrumentation's that carries no ``gateway.*`` attributes is reported
+    too when ``requests`` (the scrubber of its URL) is given: ``request_records``.
     """
 
-    def __init__(self, exporter: GatewaySpanExporter) -> None:
-        self.use(exporter)
+    def __init__(self, exporter: GatewaySpanExporter, requests: Scrubber | None = None) -> None:
+        self.use(exporter, requests)
 
-    def use(self, exporter: GatewaySpanExporter) -> None:
+    def use(self, exporter: GatewaySpanExporter, requests: Scrubber | None = None) -> None:
         """Report through ``exporter`` from now on (``configure()`` called again)."""
         self.exporter = exporter
+        self._requests = requests
         self._submit = exporter.delivery().submit
 
     def submit(self, build: Builder, item: Any) -> None:
@@ -33,13 +39,19 @@ class OperationSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         data = operation_data(span)
-        if data is not None:
+        if data is not None and not records_at_end(span):
             self._submit(in_record, data)
 
     def on_end(self, span: ReadableSpan) -> None:
         data = operation_data(span)
-        if data is not None:
-            self._submit(out_record, data)
+        if data is None:
+            if self._requests is None or not records_at_end(span):
+                return
+            data = request_data(span, self._requests)
+            self._submit(in_record, data)
+        elif records_at_end(span):
+            self._submit(in_record, data)
+        self._submit(out_record, data)
 
     def shutdown(self) -> None:
         self.exporter.shutdown()

@@ -10,7 +10,7 @@ import dataclasses
 import uuid as uuid_module
 from collections.abc import Mapping
 from hashlib import sha1 as _sha1
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -42,6 +42,23 @@ _FIELDS = {
     "errMsg": "err_msg",
     "extraInfo": "extra_info",
 }
+
+
+class SpanData(NamedTuple):
+    """What a span's records are built from, taken when the span is handed over: plain values
+    only (ints, strings, an untracked dict), so that records waiting for delivery keep no span
+    objects alive. Queued spans would survive into the garbage collector's old generations, and
+    its full collections of a loaded app would set the service's p99."""
+
+    trace_id: int
+    span_id: int
+    #: The span of the record its records hang under (``_record_tree``), most often its parent.
+    parent_span_id: int | None
+    start_ns: int
+    end_ns: int | None
+    attributes: dict[str, Any]
+    failed: bool
+    service: str
 
 
 def record_uuid(trace_id: int, span_id: int, op_log_type: str) -> str:
@@ -122,7 +139,10 @@ def build_record(
     trace_hex = f"{trace_id:032x}"
     extra["traceId"] = trace_hex
     extra["spanId"] = f"{span_id:016x}"
-    if parent_span_id:
+    parent_record = attributes.get(attrs.PARENT_RECORD)  # a span that makes no record in between
+    if parent_record:
+        extra["parentSpanId"] = str(parent_record)
+    elif parent_span_id:
         extra["parentSpanId"] = f"{parent_span_id:016x}"
     extra["service"] = service
     status = FAILED if is_out and failed else SUCCESS

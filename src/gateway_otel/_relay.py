@@ -7,14 +7,8 @@ records' span data over, one line per hand-over, and a process of its own builds
 records on another core, with an ordinary ``Delivery`` (the same retries, spool and exit drain).
 On an event loop's thread the loop hands over itself (``Delivery._hand_over_soon``).
 
-The wire is newline-delimited JSON. App to relay: a list of records, or ``[flush id, timeout]``.
-Relay to app: ``"ready"`` once, then ``[flush id, flushed]`` per flush request, and
-``{"exported": {outcome: count}}`` whenever its counts changed (the adapter's metrics).
-A record is ``[0 (in) or 1 (out), trace id's high 64 bits, its low 64 bits, span id, parent span
-id, start ns, end ns, attributes, failed, service]``, or ``[2, body]`` for a record built in the
-app. An operation that ended before its ``in`` record was handed over sends one row for both,
-``[3, ...]`` with its ``out`` data: the relay builds both records from the ended span, as the
-gateway's OTLP receiver does.
+The wire (``_relay_wire``) is newline-delimited JSON, versioned: an app refuses a relay that speaks
+another version, and delivers in its own process.
 
 What the relay has read and not yet delivered or spooled lives in its memory, as a record does in
 the app's without a relay: the relay spools it after ``SPILL_AFTER`` seconds, and at the end of its
@@ -42,6 +36,7 @@ from typing import IO, Any
 
 import orjson
 
+from . import _relay_wire as wire
 from ._selflog import log_once
 from ._settings import Settings
 
@@ -59,8 +54,6 @@ PIPE_SIZE = 1 << 20
 START_TIMEOUT = 15.0
 #: Seconds between two calls of ``Relay.start``'s ``waiting`` while a new relay comes up.
 START_STEP = 0.1
-_IN, _OUT, _BUILT, _BOTH = 0, 1, 2, 3
-_LOW_64 = (1 << 64) - 1
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +79,7 @@ class Relay:
             fcntl.fcntl(self._stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         from ._exporter import in_record, out_record  # the exporter imports delivery: import at use
 
-        self._builders = (in_record, out_record)  # by kind: _IN, _OUT
+        self._builders = (in_record, out_record)  # by kind: wire.IN, wire.OUT
         self._kinds: dict[Any, int] = {builder: kind for kind, builder in enumerate(self._builders)}
         self._reader = threading.Thread(target=self._read, name="gateway-otel-relay-reader", daemon=True)
         self._reader.start()
@@ -160,7 +153,7 @@ class Relay:
             kind = kinds.get(builder)
             if kind is None:
                 rows.append(self._built(build, builder, item))
-            elif kind == _IN:
+            elif kind == wire.IN:
                 opened[item[1]] = len(rows)
                 rows.append(item)  # made a row below when its out record does not follow
             else:
@@ -168,10 +161,10 @@ class Relay:
                 if at is not None and rows[at][0] == item[0]:  # the same trace's span too
                     del opened[item[1]]
                     rows[at] = None
-                    kind, paired = _BOTH, True
-                rows.append(_row(kind, item))
+                    kind, paired = wire.BOTH, True
+                rows.append(wire.span_row(kind, item))
         for at in opened.values():
-            rows[at] = _row(_IN, rows[at])
+            rows[at] = wire.span_row(wire.IN, rows[at])
         if paired:
             rows = [row for row in rows if row is not None]
         # One call encodes the whole line (a call per row would be most of the hand-over's cost); a
@@ -185,14 +178,14 @@ class Relay:
     @staticmethod
     def _built(build: Callable[[Any, Any], tuple[str, bytes] | None], builder: Any, item: Any) -> orjson.Fragment:
         record = build(builder, item)
-        return orjson.Fragment(b"[%d,%b]" % (_BUILT, record[1]) if record is not None else b"[%d,null]" % _BUILT)
+        return wire.built_row(record[1] if record is not None else None)
 
     def _one(self, row: Any, build: Callable[[Any, Any], tuple[str, bytes] | None]) -> bytes:
         try:
             return orjson.dumps(row)
         except TypeError:  # a span's row (one built here already encodes): its records built here
-            kind, data = row[0], _data(row)
-        return b",".join(orjson.dumps(self._built(build, builder, data)) for builder in _of_kind(kind, self._builders))
+            kind, data = row[0], wire.row_data(row)
+        return b",".join(orjson.dumps(self._built(build, self._builders[each], data)) for each in wire.kinds(kind))
 
     def drain(self, wait: bool) -> bool:
         """Write what an earlier ``send`` left unwritten; ``True`` when nothing is left."""
@@ -214,7 +207,7 @@ class Relay:
             self._next_flush += 1
             flush_id = self._next_flush
             self._waiting[flush_id] = done
-        self._write(orjson.dumps((flush_id, timeout)) + b"\n", [], wait=True)
+        self._write(wire.flush_request(flush_id, timeout), [], wait=True)
 
     def close(self, timeout: float) -> None:
         """End the relay's input and wait up to ``timeout`` seconds for it to deliver and exit."""
@@ -250,21 +243,31 @@ class Relay:
 
     def _read(self) -> None:
         stdout = self.process.stdout
-        assert stdout is not None
+        if stdout is None:  # started without a pipe for its answers: nothing to read
+            self._gone = True
+            self._ready.set()
+            return
         try:
             for line in stdout:
-                message = orjson.loads(line)
-                if message == "ready":
+                message = wire.read_relay_line(line)
+                if isinstance(message, wire.Ready):
+                    if message.version != wire.VERSION:
+                        log_once(
+                            "relay-version",
+                            "gateway-otel: the relay speaks wire version %d, not %d; delivering in-process",
+                            message.version,
+                            wire.VERSION,
+                            level=logging.ERROR,
+                        )
+                        break
                     self._ready.set()
-                    continue
-                if isinstance(message, dict):  # {"exported": {outcome: count}}
-                    self.exported = dict(message.get("exported") or {})
-                    continue
-                flush_id, flushed = message
-                with self._lock:
-                    done = self._waiting.pop(flush_id, None)
-                if done is not None:
-                    done(bool(flushed))
+                elif isinstance(message, wire.Counts):
+                    self.exported = message.exported
+                else:
+                    with self._lock:
+                        done = self._waiting.pop(message.flush_id, None)
+                    if done is not None:
+                        done(message.flushed)
         except (OSError, ValueError) as exc:
             if not self._gone:
                 log_once("relay-read", "gateway-otel: lost the relay's answers: %r", exc, level=logging.ERROR)
@@ -307,65 +310,49 @@ def main() -> None:
     delivery.resume()
     answers = threading.Lock()
 
-    def answer(message: Any) -> None:
+    def answer(line: bytes) -> None:
         with answers, contextlib.suppress(OSError):  # the app is gone: nobody waits for the answer
-            os.write(1, orjson.dumps(message) + b"\n")
+            os.write(1, line)
 
-    def flush(flush_id: int, timeout: float) -> None:
-        flushed = delivery.force_flush(timeout)
-        answer({"exported": dict(delivery.exported)})  # a flush's caller reads counts that include it
-        answer((flush_id, flushed))
+    def flush(request: wire.Flush) -> None:
+        flushed = delivery.force_flush(request.timeout)
+        answer(wire.counts(dict(delivery.exported)))  # a flush's caller reads counts that include it
+        answer(wire.flush_answer(request.flush_id, flushed))
 
     def report_counts() -> None:
         reported: dict[str, int] = {}
         while True:
             time.sleep(COUNTS_EVERY)
-            counts = dict(delivery.exported)
-            if counts != reported:
-                answer({"exported": counts})
-                reported = counts
+            exported = dict(delivery.exported)
+            if exported != reported:
+                answer(wire.counts(exported))
+                reported = exported
 
-    builders = (in_record, out_record)
+    builders = (in_record, out_record)  # by kind: wire.IN, wire.OUT
     submit = delivery.submit
-    answer("ready")
+    answer(wire.ready())
     threading.Thread(target=report_counts, name="gateway-otel-relay-counts", daemon=True).start()
     try:
         for line in sys.stdin.buffer:
             try:
-                message = orjson.loads(line)
+                message = wire.read_app_line(line)
             except orjson.JSONDecodeError:  # cut short by a write the app could not finish
                 log_once("relay-line", "gateway-otel: the relay skipped an incomplete line", level=logging.ERROR)
                 continue
-            if message and not isinstance(message[0], list):  # [flush id, timeout]
-                threading.Thread(target=flush, args=message, daemon=True).start()
+            if isinstance(message, wire.Flush):
+                threading.Thread(target=flush, args=(message,), daemon=True).start()
                 continue
             for row in message:
-                if row[0] == _BUILT:
+                if row[0] == wire.BUILT:
                     if row[1] is not None:  # None: it could not be built (logged in the app)
                         submit(_built, row[1])
                 else:
-                    data = _data(row)
-                    for builder in _of_kind(row[0], builders):
-                        submit(builder, data)
+                    data = wire.row_data(row)
+                    for kind in wire.kinds(row[0]):
+                        submit(builders[kind], data)
     finally:
         delivery.shutdown()
-        answer({"exported": dict(delivery.exported)})  # the last word, for an app still reading
-
-
-def _row(kind: int, data: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A span's row: its kind, its trace id in two halves (JSON integers hold 64 bits), the rest of its data."""
-    trace_id = data[0]
-    return (kind, trace_id >> 64, trace_id & _LOW_64, *data[1:])
-
-
-def _of_kind(kind: int, builders: tuple[Any, Any]) -> tuple[Any, ...]:
-    """The builders of a span's row of ``kind``: its in or out record's, or both."""
-    return builders if kind == _BOTH else (builders[kind],)
-
-
-def _data(row: list[Any] | tuple[Any, ...]) -> tuple[Any, ...]:
-    """The span data of a row (``_row`` undone)."""
-    return ((row[1] << 64) | row[2], *row[3:])
+        answer(wire.counts(dict(delivery.exported)))  # the last word, for an app still reading
 
 
 def _built(payload: dict[str, Any]) -> dict[str, Any]:

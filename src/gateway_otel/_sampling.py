@@ -51,22 +51,19 @@ _PARENT_BASED_FIELDS = (
 )
 
 
-def default_sampling(sampler: Sampler) -> bool | None:
-    """For the SDK's default sampler, ``ParentBased(ALWAYS_ON)``, alone or behind ``BillingSafeSampler``:
-    whether it is billing safe. ``None`` for any other sampler.
+def is_default_sampler(sampler: Sampler) -> bool:
+    """Whether ``sampler`` is the SDK's default, ``ParentBased(ALWAYS_ON)``, alone or behind
+    ``BillingSafeSampler``.
 
     Such a sampler samples a span without a parent or with a sampled one and drops the others
     (operation spans are recorded instead when billing safe); the trace state is the parent's. The
     lean tracer decides that itself: asking the samplers is a large part of a server span's start
     and end.
     """
-    billing_safe = isinstance(sampler, BillingSafeSampler)
-    if billing_safe:
-        sampler = sampler.delegate  # type: ignore[attr-defined]
+    if isinstance(sampler, BillingSafeSampler):
+        sampler = sampler.delegate
     if type(sampler) is not ParentBased:
-        return None
+        return False
     # Any doubt (another SDK version's fields) means "not the default": the sampler is asked.
     delegates = [getattr(sampler, f"_{name}", None) for name in _PARENT_BASED_FIELDS]
-    if delegates != [ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF]:
-        return None
-    return billing_safe
+    return delegates == [ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF]

@@ -81,6 +81,15 @@ def safe_str(value: object) -> str:
         return safe_repr(value)
 
 
+#: Characters of an error message kept in ``errMsg``.
+MAX_ERROR_CHARS = 4096
+
+
+def error_message(exc: BaseException, scrubber: Scrubber) -> str:
+    """A record's ``errMsg`` for ``exc``: its type and message, secrets scrubbed, capped."""
+    return scrubber.scrub_text(f"{type(exc).__name__}: {safe_str(exc)}")[:MAX_ERROR_CHARS]
+
+
 def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
     """A JSON-safe copy: placeholders for cycles, depth beyond ``MAX_DEPTH`` and what cannot convert."""
     if value is None or isinstance(value, (bool, int)):

@@ -14,10 +14,13 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from . import _attributes as attrs
 from ._context import _SPAN_KEY, PROPAGATOR
+from ._scrub import Scrubber
+from ._serialize import error_message
 from ._span import LeanTracer
 
-__all__ = ["end_server_span", "server_span_in", "start_server_span"]
+__all__ = ["describe_request", "end_server_span", "server_span_in", "start_server_span"]
 
 
 def server_span_in(ctx: otel_context.Context) -> Span | None:
@@ -32,15 +35,23 @@ def server_span_in(ctx: otel_context.Context) -> Span | None:
 
 
 def start_server_span(
-    spans: LeanTracer, scope: Mapping[str, Any], headers: Mapping[str, str], base: otel_context.Context
+    tracer: LeanTracer,
+    scope: Mapping[str, Any],
+    headers: Mapping[str, str],
+    base: otel_context.Context,
+    *,
+    records: bool,
 ) -> tuple[Span, otel_context.Context]:
     """Start the request's SERVER span under the caller's trace; returns it and its parent context
-    (the caller's trace context and baggage, extracted from the headers)."""
+    (the caller's trace context and baggage, extracted from the headers). ``records``: the span is
+    reported as a request record pair (``request_records``); its ``gateway.*`` attributes are set
+    by the middleware once the request's identity is known, and at its end."""
     parent = PROPAGATOR.extract(headers, base) if "traceparent" in headers or "baggage" in headers else base
     method = scope.get("method", "GET")
-    if not spans.records_plain_spans():  # its context only: no attributes to build
-        return spans.start_span(method, parent, {}, kind=SpanKind.SERVER), parent
-    attributes: dict[str, Any] = {
+    attributes: dict[str, Any] = {attrs.OP_TYPE: method, attrs.IS_COST_LOG: False} if records else {}
+    if not tracer.records_non_operation_spans():  # no processor but the adapter's sees it: its records' attributes only
+        return tracer.start_span(method, parent, attributes, kind=SpanKind.SERVER), parent
+    attributes |= {
         "http.request.method": method,
         "url.scheme": scope.get("scheme", "http"),
         "url.path": scope.get("root_path", "") + scope.get("path", ""),
@@ -55,13 +66,39 @@ def start_server_span(
     agent = headers.get("user-agent")
     if agent:
         attributes["user_agent.original"] = agent[:512]
-    return spans.start_span(method, parent, attributes, kind=SpanKind.SERVER), parent
+    return tracer.start_span(method, parent, attributes, kind=SpanKind.SERVER), parent
 
 
-def end_server_span(span: Span, scope: Mapping[str, Any], status: int | None, error: BaseException | None) -> None:
-    """Name the span after the matched route, set the response status, end it."""
+def describe_request(
+    span: Span, scope: Mapping[str, Any], status: int | None, error: BaseException | None, scrubber: Scrubber
+) -> None:
+    """Set what a request's records say at its end on its span (ours, or another instrumentation's
+    that it ends itself): ``"<METHOD> <route>"`` as the operation, the status code as the response,
+    an exception or a 5xx as the failure."""
+    route = getattr(scope.get("route"), "path", None)
+    method = scope.get("method", "GET")
+    span.set_attribute(attrs.OP_TYPE, f"{method} {route}" if route else method)
+    if status is not None:
+        span.set_attribute(attrs.RESPONSE, str(status))
+    if error is not None:
+        span.set_attribute(attrs.ERROR, error_message(error, scrubber))
+    elif status is not None and status >= 500:
+        span.set_attribute(attrs.ERROR, f"HTTP {status}")
+
+
+def end_server_span(
+    span: Span,
+    scope: Mapping[str, Any],
+    status: int | None,
+    error: BaseException | None,
+    scrubber: Scrubber | None = None,
+) -> None:
+    """Name the span after the matched route, set the response status, end it (``scrubber``: the
+    span is a request record's, ``describe_request`` too)."""
     if not span.is_recording():  # no processor would see it (or it was not sampled)
         return
+    if scrubber is not None:
+        describe_request(span, scope, status, error, scrubber)
     route = getattr(scope.get("route"), "path", None)
     if route:
         span.set_attribute("http.route", route)

@@ -74,9 +74,10 @@ class GatewayProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = directory / "gateway.sqlite3"
-        args = [sys.executable, "-m", "gateway_otel.gateway", "--port", str(self.port), "--db", str(self.db), "--demo"]
-        if faults:
-            args.append("--faults")
+        # With ``faults``, behind the test-only fault injection (``_faulty_gateway``).
+        module = "gateway_otel._faulty_gateway" if faults else "gateway_otel.gateway"
+        self.injects_faults = faults
+        args = [sys.executable, "-m", module, "--port", str(self.port), "--db", str(self.db), "--demo"]
         if config is not None:
             args += ["--config", str(config)]
         if report_token is not None:
@@ -112,7 +113,11 @@ class GatewayProcess:
         return self.records(request_id)
 
     def stats(self) -> dict[str, Any]:
-        return dict(self.data("GET", "/v1/openapi/stats"))
+        """The gateway's counts, and with fault injection the calls it saw (``tokenChecks``, ``reportCalls``)."""
+        stats = dict(self.data("GET", "/v1/openapi/stats"))
+        if self.injects_faults:
+            stats.update(self.data("GET", "/v1/openapi/faults"))
+        return stats
 
     def faults(self, **settings: Any) -> None:
         self.data("PUT", "/v1/openapi/faults", json=settings)

@@ -46,8 +46,8 @@ class Settings:
     #: Records per batch request.
     batch_size: int = 500
     #: Build and send records in a helper process of their own (the relay), so that the
-    #: app's threads only hand them over. ``None``: in a process that serves requests through the
-    #: context middleware (``instrument_app``), from its first request on; else not.
+    #: app's threads only hand them over. ``None``: in a process that serves requests (an ASGI
+    #: server is loaded when ``configure()`` runs, or ``instrument_app`` configures); else not.
     relay: bool | None = None
     #: Seconds a record may wait for others to fill its batch (with ``batch``), as the SDK's
     #: ``BatchSpanProcessor`` schedules its exports: fewer, fuller requests under load.
@@ -69,6 +69,12 @@ class Settings:
     #: Turn SIGTERM into a normal exit (delivering or spooling what waits) while its default
     #: disposition is in force; a handler of the process's own is never replaced.
     handle_sigterm: bool = True
+    #: Report each request (SERVER span) and each handled message (CONSUMER span) as an ``in``/``out``
+    #: record pair too, never billed: a request's records then form one tree across services.
+    request_records: bool = True
+    #: Start the adapter's spans as lean spans (the SDK's span semantics at less than half its cost;
+    #: checked against the installed SDK once per process). ``False``: the SDK's ``Tracer.start_span``.
+    lean_spans: bool = True
     #: Trust ``gateway.*`` entries of incoming W3C baggage (an internal service behind the gateway).
     trust_upstream: bool = False
     #: Also export spans over OTLP (``None``: when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set).

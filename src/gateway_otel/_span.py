@@ -29,13 +29,14 @@ import random as _random
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -45,8 +46,11 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util import types
 
 from . import _attributes as attrs
+from . import _record_tree as record_tree
 from ._context import _SPAN_KEY
-from ._sampling import default_sampling
+from ._record_tree import REQUEST_KINDS
+from ._records import SpanData
+from ._sampling import BillingSafeSampler, is_default_sampler
 
 __all__ = ["LeanSpan", "LeanTracer"]
 
@@ -102,7 +106,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         kind: SpanKind,
         attributes: dict[str, Any],
         start_time: int,
-        origin: _Origin,
+        setup: _TracerSetup,
         processors: _Processors | None,
     ) -> None:
         # The fields ReadableSpan's properties read, set directly (its __init__ makes a Resource
@@ -119,13 +123,15 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._status = _UNSET
         self._start_time: int | None = start_time
         self._end_time: int | None = None
-        self._resource = origin.resource
-        self._instrumentation_scope = origin.scope
-        self._instrumentation_info = origin.info
-        self._origin = origin
+        self._resource = setup.resource
+        self._instrumentation_scope = setup.scope
+        self._instrumentation_info = setup.info
+        self._setup = setup
         #: The processors it went to at its start, and goes to at its end (``None``: the tracer's).
         self._processors = processors
         self._dropped: tuple[int, int, int] = _NO_DROPS  # attributes, events, links
+        #: The SDK's span metrics' end of this span (``otel.sdk.span.live``), when they are on.
+        self._end_metrics: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self._context})'
@@ -146,22 +152,26 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
     # -- for the gateway's records ------------------------------------------------------------
 
-    def record_data(self) -> tuple[int, int, int | None, int, int | None, dict[str, Any], bool, str]:
+    def record_data(self) -> SpanData:
         """What the exporter's ``span_data`` takes of a span, read from the fields (the
         ``ReadableSpan`` properties would cost a call each). A span that has ended takes no
         more changes: its attributes are handed over as they are, a running one's are copied."""
         context: SpanContext = self._context  # type: ignore[assignment]
         parent = self._parent
         ended = self._end_time
-        return (
-            context[_TRACE_ID],
-            context[_SPAN_ID],
-            parent[_SPAN_ID] if parent is not None else None,
-            self._start_time or 0,
-            ended,
-            self._attributes if ended is not None else self._attributes.copy(),
-            ended is not None and self._status is not _UNSET and self._status.status_code is StatusCode.ERROR,
-            self._origin.service,
+        # SpanData.__new__ as the NamedTuple writes it, without its call (one or two a span).
+        return tuple.__new__(
+            SpanData,
+            (
+                context[_TRACE_ID],
+                context[_SPAN_ID],
+                parent[_SPAN_ID] if parent is not None else None,
+                self._start_time or 0,
+                ended,
+                self._attributes if ended is not None else self._attributes.copy(),
+                ended is not None and self._status is not _UNSET and self._status.status_code is StatusCode.ERROR,
+                self._setup.service,
+            ),
         )
 
     # -- Span --------------------------------------------------------------------------------
@@ -184,7 +194,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         clean = kind is str or kind is bool or kind is int or kind is float
         if clean and self._end_time is None and type(key) is str and key:
             # A clean value on a running span: what the adapter sets (three a request), with no call.
-            limits = self._origin.limits
+            limits = self._setup.limits
             if kind is str and limits.max_span_attribute_length is not None:
                 value = value[: limits.max_span_attribute_length]  # type: ignore[index]
             attributes, limit = self._attributes, limits.max_span_attributes
@@ -198,7 +208,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         if self._ended("Setting attribute"):
             return
-        limits = self._origin.limits
+        limits = self._setup.limits
         # BoundedAttributes cleans as the SDK's spans do: invalid values dropped with a warning,
         # sequences made tuples, strings cut to the provider's length limit.
         clean = BoundedAttributes(None, attributes, immutable=False, max_value_len=limits.max_span_attribute_length)
@@ -224,7 +234,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self._ended("Adding an event"):
             return
-        limits = self._origin.limits
+        limits = self._setup.limits
         bounded = BoundedAttributes(
             limits.max_event_attributes, attributes, immutable=True, max_value_len=limits.max_attribute_length
         )
@@ -238,7 +248,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
             return
         if self._ended("Adding a link"):
             return
-        limits = self._origin.limits
+        limits = self._setup.limits
         bounded = BoundedAttributes(
             limits.max_link_attributes, attributes, immutable=True, max_value_len=limits.max_attribute_length
         )
@@ -306,18 +316,20 @@ class LeanSpan(trace_api.Span, ReadableSpan):
                 _refused("Calling end()")
                 return
             self._end_time = end_time if end_time is not None else _time_ns()
+        if self._end_metrics is not None:
+            self._end_metrics()
         # The span itself is the processors' ReadableSpan: it takes no more changes once ended.
         processors = self._processors
         if processors is None:
-            multi = self._origin.tracer.span_processor
+            multi = self._setup.tracer.span_processor
             on_ending = getattr(multi, "_on_ending", None)  # newer SDKs: the hook before on_end
             if on_ending is not None:
                 on_ending(self)
             multi.on_end(self)
             return
-        for processor in processors[1]:
+        for processor in processors.ending:
             processor._on_ending(self)  # type: ignore[arg-type]
-        for processor in processors[0]:
+        for processor in processors.all:
             processor.on_end(self)
 
     def __exit__(
@@ -329,12 +341,82 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         super().__exit__(exc_type, exc_val, exc_tb)
 
 
+_checked: bool | None = None
+
+
+def lean_spans_work() -> bool:
+    """Whether lean spans behave as the SDK's on the installed SDK: one is started and ended once
+    per process on a provider of its own, under a remote parent, and read back as processors and
+    exporters read it. The lean tracer leans on SDK internals (``_otel_internals`` and the fields
+    ``LeanSpan`` sets); where they changed, the SDK's own ``Tracer.start_span`` starts the spans
+    instead, said once at INFO."""
+    global _checked
+    if _checked is None:
+        _checked = _check_lean_spans()
+        if not _checked:
+            logger.info(
+                "gateway-otel: this OpenTelemetry SDK differs from what lean spans expect; spans start "
+                "through the SDK's Tracer.start_span"
+            )
+    return _checked
+
+
+class _Seen(SpanProcessor):
+    def __init__(self) -> None:
+        self.started: list[object] = []
+        self.ended: list[object] = []
+
+    def on_start(self, span: sdk_trace.Span, parent_context: otel_context.Context | None = None) -> None:
+        self.started.append(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+def _check_lean_spans() -> bool:
+    try:
+        try:  # its span must not count in the SDK's own span metrics (SDK 1.39+ takes a meter provider)
+            provider = sdk_trace.TracerProvider(shutdown_on_exit=False, meter_provider=NoOpMeterProvider())  # type: ignore[call-arg,unused-ignore]
+        except TypeError:
+            provider = sdk_trace.TracerProvider(shutdown_on_exit=False)
+        seen = _Seen()
+        provider.add_span_processor(seen)
+        tracer = provider.get_tracer("gateway_otel.check", "1")
+        remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        parent = trace_api.set_span_in_context(trace_api.NonRecordingSpan(remote))
+        span = LeanTracer(tracer, seen).start_span("check", parent, {attrs.OP_TYPE: "check"}, kind=SpanKind.SERVER)
+        span.set_attribute("checked", 1)
+        span.end()
+        if seen.started != [span] or seen.ended != [span] or not isinstance(span, ReadableSpan):
+            return False
+        ended = span
+        context, scope = ended.context, ended.instrumentation_scope
+        return (
+            context is not None
+            and context.trace_id == 0xABC
+            and context.trace_flags.sampled
+            and ended.parent is not None
+            and ended.parent.span_id == 0xDEF
+            and ended.kind is SpanKind.SERVER
+            and dict(ended.attributes or {}) == {attrs.OP_TYPE: "check", "checked": 1}
+            and ended.resource is provider.resource
+            and scope is not None
+            and scope.name == "gateway_otel.check"
+            and ended.end_time is not None
+            and ended.start_time is not None
+            and ended.end_time >= ended.start_time
+            and ended.status.status_code is StatusCode.UNSET
+        )
+    except Exception:
+        return False
+
+
 def _refused(what: str) -> None:
     """Log a change refused because the span has ended, as the SDK's spans log it."""
     logger.warning("%s on ended span.", what)
 
 
-class _Origin:
+class _TracerSetup:
     """What the spans of one tracer share: where they come from, the limits they keep and the
     processors they go to."""
 
@@ -347,6 +429,7 @@ class _Origin:
         "default_sampler",
         "info",
         "limits",
+        "metrics",
         "operations",
         "resource",
         "scope",
@@ -358,18 +441,21 @@ class _Origin:
         self.tracer = tracer
         self.operations = operations
         self._seen: tuple[SpanProcessor, ...] | None = None
-        self._all: _Processors = ((), ())
-        self._others: _Processors = ((), ())
+        self._all = self._others = _NO_PROCESSORS
         #: SDK 1.35+: the tracer's configurator may disable it; ``Tracer._is_enabled`` reads
         #: ``_tracer_config.is_enabled``, read here for each span without the call.
         self.configurable = hasattr(tracer, "_is_enabled") and hasattr(tracer, "_tracer_config")
-        billing_safe = default_sampling(tracer.sampler)
-        self.default_sampler = None if billing_safe is None else tracer.sampler
-        self.billing_safe = bool(billing_safe)
+        #: The sampler when it is the SDK's default, whose decision ``start_span`` makes itself.
+        self.default_sampler = tracer.sampler if is_default_sampler(tracer.sampler) else None
+        self.billing_safe = isinstance(tracer.sampler, BillingSafeSampler)
         self.resource = tracer.resource
         self.service = attrs.service_name(self.resource.attributes)
         self.scope = getattr(tracer, "_instrumentation_scope", None)
         self.info = getattr(tracer, "instrumentation_info", None)  # deprecated in the SDK
+        #: The SDK's own span metrics (``otel.sdk.span.started``, ``.live``; SDK 1.39+), when on
+        #: (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``): the lean spans count in them as the SDK's do.
+        metrics = getattr(tracer, "_tracer_metrics", None)
+        self.metrics = metrics if metrics is not None and type(metrics).__name__ != "NoOpTracerMetrics" else None
         limits = getattr(tracer, "_span_limits", None)  # the provider's (not public on the tracer)
         self.limits: SpanLimits = limits if isinstance(limits, SpanLimits) else SpanLimits()
 
@@ -389,13 +475,20 @@ class _Origin:
         found = multi._span_processors
         if found is not self._seen:
             others = tuple(processor for processor in found if processor is not self.operations)
-            self._all, self._others = (found, _ending(found)), (others, _ending(others))
+            self._all, self._others = _Processors(found, _ending(found)), _Processors(others, _ending(others))
             self._seen = found
         return self._all if attrs.OP_TYPE in attributes else self._others
 
 
-#: Processors to call at a span's end, and those of them to call ``_on_ending`` on first.
-_Processors = tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...]]
+class _Processors(NamedTuple):
+    """The processors a span goes to, in their order."""
+
+    all: tuple[SpanProcessor, ...]
+    #: Those of them to call ``_on_ending`` on first, at the span's end.
+    ending: tuple[SpanProcessor, ...]
+
+
+_NO_PROCESSORS = _Processors((), ())
 _NO_ENDING_HOOK = getattr(SpanProcessor, "_on_ending", None)
 
 
@@ -409,25 +502,31 @@ def _ending(processors: tuple[SpanProcessor, ...]) -> tuple[SpanProcessor, ...]:
 class LeanTracer:
     """Starts ``LeanSpan``s for an SDK tracer (another tracer starts its own spans)."""
 
-    __slots__ = ("_origin", "tracer")
+    __slots__ = ("_setup", "tracer")
 
-    def __init__(self, tracer: trace_api.Tracer, operations: SpanProcessor | None = None) -> None:
+    def __init__(self, tracer: trace_api.Tracer, operations: SpanProcessor | None = None, *, lean: bool = True) -> None:
         """``operations``: a processor of the provider's that takes operation spans only (one with
-        ``gateway.op_type``) and ignores every other; it is not called for them."""
+        ``gateway.op_type``) and ignores every other; it is not called for them. ``lean=False``:
+        the tracer's own ``start_span`` starts every span (the public path)."""
         self.tracer = tracer
         # Exactly the SDK's class: a subclass may start spans its own way.
-        self._origin = _Origin(tracer, operations) if type(tracer) is sdk_trace.Tracer else None
+        self._setup = _TracerSetup(tracer, operations) if lean and type(tracer) is sdk_trace.Tracer else None
 
-    def records_plain_spans(self) -> bool:
+    @property
+    def lean(self) -> bool:
+        """Whether it starts lean spans (else the tracer's own ``start_span`` does)."""
+        return self._setup is not None
+
+    def records_non_operation_spans(self) -> bool:
         """Whether a span that is not an operation's may be recorded. ``False`` when the default
         sampler decides and no processor of the provider but the adapter's would see such a span:
         ``start_span`` then makes it a ``NonRecordingSpan`` whatever its attributes, so that they
         need not be built (the SERVER span's, once a request)."""
-        origin = self._origin
-        if origin is None or origin.tracer.sampler is not origin.default_sampler:
+        setup = self._setup
+        if setup is None or setup.tracer.sampler is not setup.default_sampler:
             return True
-        processors = origin.processors(_NO_ATTRIBUTES)
-        return processors is None or bool(processors[0])
+        processors = setup.processors(_NO_ATTRIBUTES)
+        return processors is None or bool(processors.all)
 
     def start_span(
         self,
@@ -440,10 +539,10 @@ class LeanTracer:
     ) -> trace_api.Span:
         """Start a span under ``context``. ``attributes`` must hold clean values only, and becomes
         the span's own (its callers build it for the span): it must not be changed afterwards."""
-        origin = self._origin
-        if origin is None:
+        setup = self._setup
+        if setup is None:
             return self.tracer.start_span(name, context, kind=kind, attributes=attributes, start_time=start_time)
-        tracer = origin.tracer
+        tracer = setup.tracer
         found = context.get(_SPAN_KEY)  # trace.get_current_span(context), with one look-up
         current: SpanContext
         if type(found) is LeanSpan:  # the parent is most often one of ours: no ABC check
@@ -454,7 +553,7 @@ class LeanTracer:
             current = trace_api.INVALID_SPAN_CONTEXT
         else:
             current = (found if isinstance(found, trace_api.Span) else trace_api.INVALID_SPAN).get_span_context()
-        if origin.configurable and not tracer._tracer_config.is_enabled:
+        if setup.configurable and not tracer._tracer_config.is_enabled:
             return trace_api.NonRecordingSpan(current)
         ids = tracer.id_generator
         own_ids = type(ids) is RandomIdGenerator  # the SDK's default, drawn here as it draws them
@@ -470,10 +569,10 @@ class LeanTracer:
             random_id = _RANDOM if _RANDOM and (own_ids or ids.is_trace_id_random()) else 0
         sampler = tracer.sampler
         trace_state: TraceState | None
-        if sampler is origin.default_sampler:  # ParentBased(ALWAYS_ON), decided here
+        if sampler is setup.default_sampler:  # ParentBased(ALWAYS_ON), decided here
             if parent is None or parent[_FLAGS_AT] & _SAMPLED:
                 decision = _RECORD_AND_SAMPLE
-            elif origin.billing_safe and attrs.OP_TYPE in attributes:
+            elif setup.billing_safe and attrs.OP_TYPE in attributes:
                 decision = _RECORD_ONLY
             else:
                 decision = _DROP
@@ -487,6 +586,14 @@ class LeanTracer:
             own = sampled.copy() if isinstance(sampled, (dict, MappingProxyType)) else dict(sampled)
         flags = _FLAGS[decision is _RECORD_AND_SAMPLE, bool(random_id)]
         span_id = (own_ids and _random.getrandbits(64)) or ids.generate_span_id()
+        if attrs.OP_TYPE in own:  # a record span: the records started under it hang under its own
+            if parent is not None and not (
+                type(found) is LeanSpan and (found._kind in REQUEST_KINDS or attrs.OP_TYPE in found._attributes)
+            ):  # a parent that makes no record (the most common parent, one of ours that does, read directly)
+                parent_record = record_tree.parent_record(parent, found)
+                if parent_record != parent[_SPAN_ID]:
+                    own[attrs.PARENT_RECORD] = f"{parent_record:016x}"
+            trace_state = record_tree.record_state(trace_state, span_id)
         # SpanContext.__new__ as the API writes it, without its call (two spans a request).
         span_context: SpanContext = tuple.__new__(
             SpanContext,
@@ -499,10 +606,13 @@ class LeanTracer:
                 0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID,
             ),
         )
+        end_metrics = None if setup.metrics is None else setup.metrics.start_span(parent, decision)
         if decision is _DROP:
             return trace_api.NonRecordingSpan(span_context)
-        processors = origin.processors(own)
-        if processors is not None and not processors[0]:
+        processors = setup.processors(own)
+        if processors is not None and not processors.all:
+            if end_metrics is not None:
+                end_metrics()  # counted as started; it records nothing, so it is live no longer
             # No processor would see it start or end (a SERVER span with neither OTLP nor a
             # processor of the user's): what it would record goes nowhere, so it records nothing.
             # Its context is as real as a recording span's, for its children, the request id and
@@ -515,13 +625,14 @@ class LeanTracer:
             kind,
             own,
             start_time if start_time is not None else _time_ns(),
-            origin,
+            setup,
             processors,
         )
+        span._end_metrics = end_metrics
         # The processors take it for the SDK's Span: it has the same API and ReadableSpan fields.
         if processors is None:
             tracer.span_processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         else:
-            for processor in processors[0]:
+            for processor in processors.all:
                 processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span

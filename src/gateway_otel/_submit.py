@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 
 from . import _attributes as attrs
-from ._context import identity
-from ._pipeline import current
+from ._context import baggage_of
+from ._pipeline import current_pipeline
 from ._records import ANONYMOUS, OperationLog
 from ._serialize import to_json
 
@@ -23,16 +23,16 @@ def submit_log(record: OperationLog | Mapping[str, Any]) -> None:
     defaults; ``request`` and ``response`` are serialized, scrubbed and capped like the decorator's.
     """
     payload = record.to_payload() if isinstance(record, OperationLog) else dict(record)
-    bag = identity()
+    bag = baggage_of()
     payload.setdefault("requestId", bag.get(attrs.REQUEST_ID) or uuid_module.uuid4().hex)
     payload.setdefault("callerId", bag.get(attrs.CALLER_ID) or ANONYMOUS)
     payload.setdefault("requestUrl", bag.get(attrs.REQUEST_URL) or "")
     payload.setdefault("startTimeMillis", time.time_ns() // 1_000_000)
-    current().processor.submit(_prepare, payload)
+    current_pipeline().processor.submit(_prepare, payload)
 
 
 def _prepare(payload: dict[str, Any]) -> dict[str, Any]:
-    pipeline = current()
+    pipeline = current_pipeline()
     cap = pipeline.settings.max_payload_bytes
     payload.setdefault("uuid", str(uuid_module.uuid4()))
     payload.setdefault("opLogType", "out")

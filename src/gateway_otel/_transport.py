@@ -24,7 +24,7 @@ import ssl
 import sys
 import urllib.request
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import h11
@@ -112,6 +112,14 @@ def _address(url: str) -> tuple[str, int, bool]:
         raise ValueError(f"not an http(s) URL: {url!r}")
     tls = parts.scheme == "https"
     return parts.hostname, parts.port or (443 if tls else 80), tls
+
+
+class Transport(Protocol):
+    """What the sender posts records through: an ``HttpPool``, or a test's stand-in."""
+
+    async def post(self, path: str, body: bytes) -> HttpResponse: ...
+
+    async def aclose(self) -> None: ...
 
 
 class HttpPool:

@@ -22,9 +22,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._context import PROPAGATOR, without_identity
+from . import _attributes as attrs
+from ._context import PROPAGATOR, baggage_of, without_identity
 from ._errors import missing_extra
-from ._pipeline import current
+from ._pipeline import current_pipeline
+from ._serialize import error_message
 
 __all__ = ["consume", "message_headers"]
 
@@ -38,25 +40,35 @@ def message_headers(headers: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def consume(message: Any, *, trust_upstream: bool | None = None, name: str | None = None) -> Iterator[trace.Span]:
-    """Handle ``message`` (an ``aio_pika.IncomingMessage``) as a CONSUMER span of the sender's trace."""
+    """Handle ``message`` (an ``aio_pika.IncomingMessage``) as a CONSUMER span of the sender's trace,
+    reported as a ``consume <queue>`` record pair (``request_records``)."""
+    pipeline = current_pipeline()
     headers = {str(k): v.decode() if isinstance(v, bytes) else str(v) for k, v in (message.headers or {}).items()}
     ctx = PROPAGATOR.extract(headers, otel_context.Context())
-    trusted = current().settings.trust_upstream if trust_upstream is None else trust_upstream
+    trusted = pipeline.settings.trust_upstream if trust_upstream is None else trust_upstream
     if not trusted:
         ctx = without_identity(ctx)
     routing_key = getattr(message, "routing_key", None) or "message"
-    attributes = {"messaging.system": "rabbitmq", "messaging.operation.type": "process"}
+    attributes: dict[str, Any] = {"messaging.system": "rabbitmq", "messaging.operation.type": "process"}
     if getattr(message, "routing_key", None):
         attributes["messaging.destination.name"] = message.routing_key
-    span = current().tracer.start_span(
-        name or f"process {routing_key}", ctx, kind=SpanKind.CONSUMER, attributes=attributes
-    )
+    if pipeline.settings.request_records:
+        attributes[attrs.OP_TYPE] = f"consume {routing_key}"
+        attributes[attrs.IS_COST_LOG] = False
+        for key, value in baggage_of(ctx).items():
+            if key in attrs.BAGGAGE_KEYS:
+                attributes[key] = str(value)
+    span = pipeline.lean_tracer.start_span(name or f"process {routing_key}", ctx, attributes, kind=SpanKind.CONSUMER)
+    if attrs.OP_TYPE in attributes and attrs.REQUEST_ID not in attributes:
+        span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
     token = otel_context.attach(trace.set_span_in_context(span, ctx))
     try:
         yield span
     except BaseException as exc:
         span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
         span.record_exception(exc)
+        if attrs.OP_TYPE in attributes:
+            span.set_attribute(attrs.ERROR, error_message(exc, pipeline.scrubber))
         raise
     finally:
         otel_context.detach(token)

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from ._errors import missing_extra
-from ._pipeline import current
+from ._pipeline import current_pipeline
 from .logging import AccessFormatter, install
 
 try:
@@ -40,5 +40,5 @@ class GatewayOtelWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn_worker 
 
     def init_process(self) -> None:
         install()
-        current().delivery.resume()
+        current_pipeline().delivery.resume()
         super().init_process()

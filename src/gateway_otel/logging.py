@@ -100,9 +100,9 @@ class AccessScrubFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and any(isinstance(arg, str) and ("?" in arg or "@" in arg) for arg in args):
-            from ._pipeline import current
+            from ._pipeline import current_pipeline
 
-            scrub = current().scrubber.scrub_text
+            scrub = current_pipeline().scrubber.scrub_text
             record.args = tuple(scrub(arg) if isinstance(arg, str) else arg for arg in args)
         return True
 

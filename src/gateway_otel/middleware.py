@@ -16,8 +16,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -29,18 +29,18 @@ from ._client import GatewayClient, default_client
 from ._context import (
     BAGGAGE,
     attach,
+    baggage_of,
     detach,
     get_current,
-    identity,
     sane_request_id,
     with_identity,
     without_identity,
 )
 from ._errors import AuthorizationException, GatewayUnavailableError
-from ._pipeline import Pipeline, current, force_flush
+from ._pipeline import Pipeline, current_pipeline, force_flush
 from ._request_context import PROPAGATED_PREFIX, log_fields
 from ._selflog import log_once
-from ._server_span import end_server_span, server_span_in, start_server_span
+from ._server_span import describe_request, end_server_span, server_span_in, start_server_span
 from ._span import _TRACE_ID, _VALID
 from .logging import remember_context, request_started, scrub_server_lines
 from .plugins import Plugin
@@ -78,7 +78,7 @@ def _quiet_fastapi_tracing(app: object, pipeline: Pipeline) -> None:
     config = fastapi_telemetry(app)
     if config is None or not config.get("tracing") or config.get("tracer_provider") is not None:
         return  # not FastAPI's, not tracing, or tracing to a provider of the app's own
-    if trace.get_tracer_provider() is not pipeline.provider or pipeline.spans.records_plain_spans():
+    if trace.get_tracer_provider() is not pipeline.provider or pipeline.lean_tracer.records_non_operation_spans():
         return  # a provider that is not the SDK's, or a processor (OTLP's, the user's) that sees them
     config["tracing"] = False
     logger.info(
@@ -137,6 +137,16 @@ def _url(scope: Scope, headers: dict[str, str]) -> str:
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
+class _Identity(NamedTuple):
+    """A request's context and what it holds of the request's identity."""
+
+    context: otel_context.Context
+    request_id: str
+    caller_id: str | None
+    url: str
+    store: dict[str, Any]
+
+
 class _ContextMiddlewareBase:
     scope_type = "http"
 
@@ -181,7 +191,7 @@ class _ContextMiddlewareBase:
 
     def _trusted(self) -> bool:
         if self._trust_upstream is None:
-            self._trust_upstream = current().settings.trust_upstream
+            self._trust_upstream = current_pipeline().settings.trust_upstream
         return self._trust_upstream
 
     def _upstream_caller(self, base: otel_context.Context) -> str | None:
@@ -189,7 +199,7 @@ class _ContextMiddlewareBase:
         request's baggage: such a request needs no token of its own. ``None`` otherwise."""
         if not self._trusted():
             return None
-        return _str(identity(base).get(attrs.CALLER_ID))
+        return _str(baggage_of(base).get(attrs.CALLER_ID))
 
     def _identity(
         self,
@@ -199,10 +209,10 @@ class _ContextMiddlewareBase:
         caller_id: str | None,
         base: otel_context.Context,
         span: trace.Span | None = None,
-    ) -> tuple[otel_context.Context, str, dict[str, Any]]:
+    ) -> _Identity:
         """The request's context (``base`` with the identity in its baggage, ``span`` as its current
-        span when given, a fresh request context), its request id and its request context."""
-        upstream = identity(base)
+        span when given, a fresh request context) and what it holds."""
+        upstream = baggage_of(base)
         request_id: str | None = None
         url: str | None = None
         store: dict[str, Any] = {}
@@ -236,7 +246,7 @@ class _ContextMiddlewareBase:
             store=store,
             baggage_entries=baggage_entries,
         )
-        return ctx, request_id, store
+        return _Identity(ctx, request_id, caller_id, url, store)
 
     def _run_plugins(self, pipeline: Pipeline, scope: Scope, headers: dict[str, str], store: dict[str, Any]) -> None:
         """Fill the request context from the plugins (a key an upstream propagated is kept)."""
@@ -325,22 +335,22 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             self._first = False
             if self._freeze_gc:
                 _freeze_startup_objects()
-            pipeline = current()
-            pipeline.delivery.serving = True  # a service: the relay delivers, unless configured otherwise
-            _quiet_fastapi_tracing(scope.get("app"), pipeline)
+            _quiet_fastapi_tracing(scope.get("app"), current_pipeline())
         started = request_started.set(time.perf_counter())
-        span = None
+        span = adopted = None
+        records = False  # the request's span makes records (``request_records``)
+        describe_adopted: Callable[[int | None, BaseException | None], None] | None = None
         status: int | None = None
         error: BaseException | None = None
         try:
             headers = _headers(scope, self._wanted)
             base = get_current()
-            pipeline = current()
-            adopted = None
+            pipeline = current_pipeline()
             if self._server_spans:
+                records = pipeline.settings.request_records
                 adopted = server_span_in(base)  # another instrumentation's (the contrib ASGI one, Logfire)
                 if adopted is None:
-                    span, base = start_server_span(pipeline.spans, scope, headers, base)
+                    span, base = start_server_span(pipeline.lean_tracer, scope, headers, base, records=records)
             caller_id: str | None = None
             failure: tuple[int, str] | None = None
             if "baggage" in headers and span is None and adopted is None and self._trusted():
@@ -360,11 +370,16 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                     failure = (401, str(exc))
                 except GatewayUnavailableError:
                     failure = (503, "the gateway cannot check the token now")
-            ctx, request_id, store = self._identity(pipeline, scope, headers, caller_id, base, span)
-            if adopted is not None:
-                adopted.set_attribute(attrs.REQUEST_ID, request_id)
+            ctx, request_id, caller_id, url, store = self._identity(pipeline, scope, headers, caller_id, base, span)
+            identified = adopted if adopted is not None else span if records else None
+            if identified is not None:  # what its records (and the trace) say of the request
+                identified.set_attribute(attrs.REQUEST_ID, request_id)
                 if caller_id is not None:
-                    adopted.set_attribute(attrs.CALLER_ID, caller_id)
+                    identified.set_attribute(attrs.CALLER_ID, caller_id)
+                if records:
+                    identified.set_attribute(attrs.REQUEST_URL, url)
+                    if adopted is not None:
+                        describe_adopted = _describer(adopted, scope, pipeline)
             if failure is not None:
                 status = failure[0]
                 await _json_error(send, failure[0], failure[1], request_id)
@@ -379,6 +394,8 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                 if message["type"] == "http.response.start":
                     status = message["status"]
                     message["headers"] = [*message.get("headers", ()), *added]
+                    if describe_adopted is not None:  # its instrumentation may end it with the response
+                        describe_adopted(status, None)
                 return send(message)
 
             token = attach(ctx)
@@ -386,6 +403,8 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                 await self.app(scope, receive, send_with_request_id)
             except Exception as exc:
                 remember_context(exc, ctx)  # for the server's log line of it, made outside the request
+                if describe_adopted is not None:
+                    describe_adopted(500 if status is None else status, exc)
                 if status is None:  # nothing answered yet: the 500 is answered here, in the request's context
                     status = 500
                     await _error_response(scope, receive, send, send_with_request_id, exc, request_id, self._error_body)
@@ -397,8 +416,28 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
             raise
         finally:
             if span is not None:
-                end_server_span(span, scope, status, error)
+                end_server_span(span, scope, status, error, pipeline.scrubber if records else None)
+            elif describe_adopted is not None:
+                describe_adopted(status, error)
             request_started.reset(started)
+
+
+def _describer(
+    span: trace.Span, scope: Scope, pipeline: Pipeline
+) -> Callable[[int | None, BaseException | None], None]:
+    """Describe another instrumentation's server span for its records (``describe_request``), once,
+    while it still records: at the response's start, at an exception, or at the request's end,
+    whichever comes first (the contrib ASGI instrumentation ends its span with the response)."""
+    described = False
+
+    def describe(status: int | None, error: BaseException | None) -> None:
+        nonlocal described
+        if not described and span.is_recording():
+            described = True
+            span.set_attribute(attrs.IS_COST_LOG, False)
+            describe_request(span, scope, status, error, pipeline.scrubber)
+
+    return describe
 
 
 async def _error_response(
@@ -480,7 +519,7 @@ class WebSocketHttpContextMiddleware(_ContextMiddlewareBase):
                 await receive()  # websocket.connect
                 await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid token"})
                 return
-        ctx, _, _ = self._identity(current(), scope, headers, caller_id, base)
+        ctx = self._identity(current_pipeline(), scope, headers, caller_id, base).context
         state = {"websocket.accept": False, "websocket.close": False}
 
         async def tracking_send(message: Message) -> None:

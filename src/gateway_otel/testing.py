@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from ._delivery import Builder
 from ._exporter import GatewaySpanExporter
-from ._pipeline import Pipeline, current
+from ._pipeline import Pipeline, current_pipeline
 from ._records import encode
 from ._servers import GatewayProcess, eventually, free_port, serve_in_thread, stop_process, wait_for_port
 
@@ -106,7 +106,7 @@ class CapturedRecords:
 def captured_records() -> Iterator[CapturedRecords]:
     """The records (``.records``, ``.billed()``) and spans (``.spans``) produced during the test,
     kept instead of delivered."""
-    capture = CapturedRecords(current())
+    capture = CapturedRecords(current_pipeline())
     capture.start()
     try:
         yield capture
@@ -117,4 +117,4 @@ def captured_records() -> Iterator[CapturedRecords]:
 @pytest.fixture
 def captured_spans() -> InMemorySpanExporter:
     """The spans finished during the test (``.get_finished_spans()``); records are delivered as usual."""
-    return _span_exporter(current())
+    return _span_exporter(current_pipeline())

@@ -9,6 +9,7 @@ import asyncio
 import importlib
 import importlib.util
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 from gateway_otel import caller_id_context, force_flush, instrument_app, operation_log, trace_id_context
@@ -30,7 +31,7 @@ assert callable(instrument_app)
 
 
 # The context middleware is pure ASGI: it serves a bare ASGI app with no framework installed.
-async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def bare_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -38,11 +39,11 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def one_request() -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         return {"type": "http.request", "body": b""}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {"type": "http", "method": "GET", "path": "/health", "headers": [], "query_string": b""}
     await HttpContextMiddleware(bare_app, exclude_path=["/health"])(scope, receive, send)

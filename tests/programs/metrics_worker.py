@@ -35,8 +35,8 @@ def snapshot() -> dict[str, dict[str, Any]]:
                 if metric.name.startswith("gateway_otel."):
                     points = found.setdefault(metric.name, {})
                     for point in metric.data.data_points:
-                        key = ",".join(f"{k}={v}" for k, v in sorted((point.attributes or {}).items()))
-                        points[key] = point.value
+                        key = ",".join(f"{k}={v!s}" for k, v in sorted((point.attributes or {}).items()))
+                        points[key] = getattr(point, "value", None)  # the gauges' and counters' points
     return found
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .._errors import missing_extra
 
 try:
-    from ._app import Faults, Record, create_app
+    from ._app import Record, create_app
     from ._server import run
     from ._store import DEMO_CALLERS, Store, read_config
 except ImportError as exc:
@@ -13,4 +13,4 @@ except ImportError as exc:
         raise
     raise missing_extra("gateway", "the reference gateway", exc) from exc
 
-__all__ = ["DEMO_CALLERS", "Faults", "Record", "Store", "create_app", "read_config", "run"]
+__all__ = ["DEMO_CALLERS", "Record", "Store", "create_app", "read_config", "run"]

@@ -15,7 +15,6 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="SQLite file (a temporary one by default)")
     parser.add_argument("--config", default=None, help="callers, tokens, models, balances, prices (JSON)")
     parser.add_argument("--demo", action="store_true", help="also know the demo callers alice and bob")
-    parser.add_argument("--faults", action="store_true", help="enable PUT /v1/openapi/faults (tests only)")
     parser.add_argument(
         "--report-token",
         default=os.environ.get("GATEWAY_OTEL_REPORT_TOKEN"),
@@ -28,7 +27,6 @@ def main() -> None:
         db=args.db,
         config=args.config,
         demo=args.demo,
-        faults=args.faults,
         report_token=args.report_token,
     )
 

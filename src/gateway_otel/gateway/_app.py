@@ -7,7 +7,6 @@ so services that have not migrated keep reporting to it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 from collections.abc import Callable
 from pathlib import Path as FilePath
@@ -78,39 +77,6 @@ class Envelope(BaseModel):
 class BatchResult(BaseModel):
     accepted: int
     duplicates: int
-
-
-@dataclasses.dataclass
-class Faults:
-    """Misbehaviour on demand, for delivery tests (``create_app(..., faults=Faults())``)."""
-
-    #: Answer ``/report/log(s)`` with this status instead of storing.
-    report_status: int | None = None
-    #: ``Retry-After`` header sent with ``report_status``.
-    retry_after: str | None = None
-    #: Close the connection without an answer.
-    drop: bool = False
-    #: Seconds to wait before answering ``/report/log(s)``.
-    report_delay: float = 0.0
-    #: Seconds to wait before answering ``/validate/tokens``.
-    token_delay: float = 0.0
-    #: uuids answered with 400 (a malformed record).
-    reject_uuids: set[str] = dataclasses.field(default_factory=set)
-    #: Calls of ``/validate/tokens`` so far.
-    token_checks: int = 0
-    #: Calls of ``/report/log(s)`` so far, answered or not.
-    report_calls: int = 0
-
-
-class FaultSettings(BaseModel):
-    """What ``PUT /v1/openapi/faults`` sets (everything off by default)."""
-
-    report_status: int | None = None
-    retry_after: str | None = None
-    drop: bool = False
-    report_delay: float = 0.0
-    token_delay: float = 0.0
-    reject_uuids: list[str] = []
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -199,11 +165,8 @@ class GroupCommit:
 _Waiting = tuple[list[dict[str, Any]], str, "asyncio.Future[StoreResult]"]
 
 
-async def _report(writer: GroupCommit, faults: Faults | None, records: list[Record], *, via: str) -> Response:
-    """Store valid records and answer with the counts (or 400 for a record the faults reject)."""
-    bad = faults.reject_uuids.intersection(record.uuid for record in records) if faults is not None else ()
-    if bad:
-        return _error(400, f"malformed record {sorted(bad)[0]}")
+async def _report(writer: GroupCommit, records: list[Record], *, via: str) -> Response:
+    """Store valid records and answer with the counts."""
     result = await writer.add(_RECORDS.dump_python(records, exclude_unset=True), via)
     return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
 
@@ -235,15 +198,14 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(store: Store, *, faults: Faults | None = None, report_token: str | None = None) -> FastAPI:
-    """The reference gateway as an ASGI app over ``store``; ``faults`` enables misbehaviour for tests."""
+def create_app(store: Store, *, report_token: str | None = None) -> FastAPI:
+    """The reference gateway as an ASGI app over ``store``."""
     app = FastAPI(
         title="gateway-otel reference gateway",
         version="1.0",
         responses=_ERRORS,
     )
     app.state.store = store
-    app.state.faults = faults
     writer = GroupCommit(store)
 
     @app.exception_handler(HTTPException)
@@ -266,10 +228,6 @@ def create_app(store: Store, *, faults: Faults | None = None, report_token: str 
 
     @app.get("/v1/openapi/validate/tokens", response_model=Envelope, tags=["auth"])
     async def validate_tokens(authorization: Authorization = None) -> Any:
-        if faults is not None:
-            faults.token_checks += 1
-            if faults.token_delay:
-                await asyncio.sleep(faults.token_delay)
         return _ok(caller(authorization).caller_id)
 
     @app.get("/v1/openapi/support/model", response_model=Envelope, tags=["auth"])
@@ -282,11 +240,11 @@ def create_app(store: Store, *, faults: Faults | None = None, report_token: str 
 
     @app.post("/v1/openapi/report/log", response_model=Envelope, tags=["records"])
     async def report_log(record: Record) -> Any:
-        return await _report(writer, faults, [record], via="report/log")
+        return await _report(writer, [record], via="report/log")
 
     @app.post("/v1/openapi/report/logs", response_model=Envelope, tags=["records"])
     async def report_logs(records: Records) -> Any:
-        return await _report(writer, faults, records, via="report/logs")
+        return await _report(writer, records, via="report/logs")
 
     @app.get("/v1/openapi/log/{requestId}", response_model=Envelope, tags=["records"])
     async def log_of(requestId: Annotated[str, Path(max_length=256)]) -> Any:
@@ -298,11 +256,7 @@ def create_app(store: Store, *, faults: Faults | None = None, report_token: str 
 
     @app.get("/v1/openapi/stats", response_model=Envelope, tags=["admin"])
     async def stats() -> Any:
-        data = store.stats()
-        if faults is not None:
-            data["tokenChecks"] = faults.token_checks
-            data["reportCalls"] = faults.report_calls
-        return _ok(data)
+        return _ok(store.stats())
 
     @app.post(
         "/v1/traces",
@@ -347,25 +301,15 @@ def create_app(store: Store, *, faults: Faults | None = None, report_token: str 
         """A read-only page: the request's records as a timeline of operations, then as a table."""
         return Response(_PAGE, media_type="text/html; charset=utf-8")
 
-    if faults is not None:
-
-        @app.put("/v1/openapi/faults", response_model=Envelope, tags=["admin"], include_in_schema=False)
-        async def set_faults(settings: FaultSettings) -> Any:
-            for name, value in settings.model_dump().items():
-                setattr(faults, name, set(value) if name == "reject_uuids" else value)
-            return _ok(True)
-
-    app.add_middleware(_FastReport, writer=writer, faults=faults)
+    app.add_middleware(_FastReport, writer=writer)
     app.add_middleware(_BodyLimit)
-    if faults is not None:
-        app.add_middleware(_FaultInjection, faults=faults)
     if report_token:
         app.add_middleware(_ReportToken, token=report_token)
     return app
 
 
-#: The routes that write records (and the tests' switch), which ``--report-token`` guards.
-_WRITES = frozenset({"/v1/openapi/report/log", "/v1/openapi/report/logs", "/v1/traces", "/v1/openapi/faults"})
+#: The routes that write records, which ``--report-token`` guards.
+_WRITES = frozenset({"/v1/openapi/report/log", "/v1/openapi/report/logs", "/v1/traces"})
 
 
 class _ReportToken:
@@ -406,10 +350,9 @@ class _FastReport:
     does not validate goes on to the FastAPI route, which answers exactly as before.
     """
 
-    def __init__(self, app: ASGIApp, writer: GroupCommit, faults: Faults | None) -> None:
+    def __init__(self, app: ASGIApp, writer: GroupCommit) -> None:
         self.app = app
         self.writer = writer
-        self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = _REPORTS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -429,7 +372,7 @@ class _FastReport:
         except ValueError:
             await self.app(scope, _replay(body), send)
             return
-        response = await _report(self.writer, self.faults, records, via=via)
+        response = await _report(self.writer, records, via=via)
         await response(scope, receive, send)
 
 
@@ -451,28 +394,3 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
-
-
-class _FaultInjection:
-    """Delays, error answers and dropped connections on the report endpoints, as ``Faults`` says."""
-
-    def __init__(self, app: ASGIApp, faults: Faults) -> None:
-        self.app = app
-        self.faults = faults
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        faults = self.faults
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/openapi/report/"):
-            await self.app(scope, receive, send)
-            return
-        faults.report_calls += 1
-        if faults.report_delay:
-            await asyncio.sleep(faults.report_delay)
-        if faults.drop:
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
-            raise ConnectionAbortedError("fault injection: connection dropped mid-response")
-        if faults.report_status is not None:
-            headers = {"retry-after": faults.retry_after} if faults.retry_after else None
-            await _error(faults.report_status, "fault injection", headers)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ._app import Faults, create_app
+from ._app import create_app
 from ._store import Store, read_config
 
 
@@ -14,7 +14,6 @@ def build(
     *,
     config: str | Path | None = None,
     demo: bool = False,
-    faults: bool = False,
     report_token: str | None = None,
 ) -> tuple[Store, object]:
     """A store (a temporary database when ``db`` is None) and the app over it."""
@@ -25,7 +24,7 @@ def build(
         store.load_demo()
     if config is not None:
         store.load_config(read_config(config))
-    return store, create_app(store, faults=Faults() if faults else None, report_token=report_token)
+    return store, create_app(store, report_token=report_token)
 
 
 def run(
@@ -35,7 +34,6 @@ def run(
     db: str | Path | None = None,
     config: str | Path | None = None,
     demo: bool = False,
-    faults: bool = False,
     log_level: str = "warning",
     report_token: str | None = None,
 ) -> None:
@@ -56,5 +54,5 @@ def run(
             host,
         )
 
-    _, app = build(db, config=config, demo=demo, faults=faults, report_token=report_token)
+    _, app = build(db, config=config, demo=demo, report_token=report_token)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)  # type: ignore[arg-type]
