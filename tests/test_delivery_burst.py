@@ -28,7 +28,7 @@ def test_burst_of_10000_calls_then_exit_delivers_every_record_once(healthy_gatew
         timeout=240,
     )
     assert result.returncode == 0, result.stderr
-    eventually(lambda: healthy_gateway.count(rid) >= 20_000, timeout=60)
+    assert eventually(lambda: healthy_gateway.count(rid) >= 20_000, timeout=60)
     records = healthy_gateway.records(rid)
     assert len(records) == 20_000
     assert len({r["uuid"] for r in records}) == 20_000

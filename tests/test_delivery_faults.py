@@ -7,7 +7,6 @@ recovery) are the same, and the suite stays within its time budget.
 from __future__ import annotations
 
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +43,7 @@ def scripts() -> Iterator[list[Script]]:
 
 
 def assert_stored_once(gateway: Gateway, rid: str, count: int) -> list[dict[str, Any]]:
-    eventually(lambda: gateway.count(rid) >= count, timeout=30)
+    assert eventually(lambda: gateway.count(rid) >= count, timeout=30)
     records = gateway.records(rid)
     assert len(records) == count
     assert len({r["uuid"] for r in records}) == count
@@ -71,7 +70,8 @@ def test_an_outage_then_recovery_loses_nothing_and_doubles_nothing(
     script = Script.of_program(PROGRAMS / "billing.py", rid, str(N), "wait", env=script_env)
     scripts.append(script)
     script.expect("done")
-    time.sleep(1.5)  # the outage goes on
+    # The outage goes on while the sender probes it (the first attempt and at least two retries).
+    assert eventually(lambda: healthy_gateway.stats()["reportCalls"] - before["reportCalls"] >= 3, timeout=20)
     during = healthy_gateway.stats()
     healthy_gateway.faults()
     script.say()
@@ -93,7 +93,8 @@ def test_refused_connections_then_a_gateway_appears(
     script = Script.of_program(PROGRAMS / "billing.py", rid, str(N), "wait", env=env)
     scripts.append(script)
     script.expect("done")
-    time.sleep(1.0)
+    spool = Spool(script_env["GATEWAY_OTEL_SPOOL_DIR"])
+    assert eventually(lambda: spool.counts()[0] == 2 * N, timeout=20)  # refused: every record spooled
     late = Gateway(tmp_path / "late-gateway", port=port)
     try:
         script.say()
@@ -197,10 +198,10 @@ def test_a_service_stopped_during_an_outage_delivers_everything_on_its_next_star
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
         for i in range(N):
             assert client.get(f"/bill/{i}").json() == {"i": i}
-    time.sleep(1.2)  # every record is older than a second when the service stops
+    spool = Spool(script_env["GATEWAY_OTEL_SPOOL_DIR"])
+    assert eventually(lambda: spool.counts()[0] == 2 * N, timeout=20)  # refused: all of them in the spool
     service.process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
     service.wait(30)
-    spool = Spool(script_env["GATEWAY_OTEL_SPOOL_DIR"])
     assert spool.counts()[0] == 2 * N
     assert healthy_gateway.records(rid) == []
 

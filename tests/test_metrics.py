@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,9 +99,9 @@ def test_spool_gauges_read_depth_dead_letters_and_age(tmp_path: Path) -> None:
     assert SpoolGauges(spool.stats).reading() == (0, 0, 0.0)
     spool.put([("a", b"{}"), ("b", b"{}")], error="down")
     spool.dead_letter("c", b"{}", "HTTP 400")
-    time.sleep(0.05)
-    waiting, dead, age = SpoolGauges(spool.stats).reading()
-    assert (waiting, dead) == (2, 1) and age > 0
+    assert eventually(lambda: SpoolGauges(spool.stats).reading()[2] > 0, timeout=5)  # the oldest ages
+    waiting, dead, _ = SpoolGauges(spool.stats).reading()
+    assert (waiting, dead) == (2, 1)
     spool.close()
 
 
@@ -125,7 +124,7 @@ def test_check_prints_the_spools_depth_and_age_and_fails_past_max_age(healthy_ga
     relaxed = check("--max-age", "3600")
     assert relaxed.returncode == 0, relaxed.stdout + relaxed.stderr
     assert "1 waiting" in relaxed.stdout and "oldest" in relaxed.stdout
-    time.sleep(1.1)
+    assert eventually(lambda: check("--max-age", "1").returncode == 1, timeout=10)  # once it is a second old
     strict = check("--max-age", "1")
     assert strict.returncode == 1
     assert "waited longer than 1" in strict.stdout

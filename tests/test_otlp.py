@@ -143,7 +143,7 @@ def test_spans_through_a_real_collector_give_the_same_records_and_no_double_bill
     )
     assert result.returncode == 0, result.stderr
     # Every record arrives twice: from the adapter, and from the collector's OTLP. Stored once.
-    eventually(lambda: healthy_gateway.stats()["duplicates"] - before["duplicates"] >= 2 * n, timeout=30)
+    assert eventually(lambda: healthy_gateway.stats()["duplicates"] - before["duplicates"] >= 2 * n, timeout=30)
     after = healthy_gateway.stats()
     assert after["duplicates"] - before["duplicates"] == 2 * n
     records = healthy_gateway.records(rid)
@@ -171,6 +171,6 @@ def test_sampling_never_drops_billing_records(healthy_gateway: Gateway, tmp_path
     records = healthy_gateway.wait_records(rid, 2000, timeout=30)
     assert sum(1 for r in records if r["opLogType"] == "out" and r["isCostLog"]) == 1000
     # Only sampled traces went over OTLP: each gave its two records a second time (deduplicated).
-    eventually(lambda: healthy_gateway.stats()["duplicates"] > before["duplicates"], timeout=10)
+    assert eventually(lambda: healthy_gateway.stats()["duplicates"] > before["duplicates"], timeout=10)
     traces_over_otlp = (healthy_gateway.stats()["duplicates"] - before["duplicates"]) / 2
     assert 1 <= traces_over_otlp <= 35, traces_over_otlp

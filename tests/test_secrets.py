@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,8 @@ import orjson
 import pytest
 
 from gateway_otel._servers import serve_in_thread
-from gateway_otel.testing import free_port, wait_for_port
+from gateway_otel._spool import Spool
+from gateway_otel.testing import eventually, free_port, wait_for_port
 
 from conftest import PROGRAMS, Gateway, request_body
 
@@ -100,7 +100,9 @@ def test_no_secret_leaves_the_process(
             response = httpx.post(url, json=body, headers=headers)
             assert response.status_code == 200
             request_id = response.headers["x-request-id"]
-            time.sleep(1.5)
+            spooled = Spool(str(spool))
+            assert eventually(lambda: any(request_id.encode() in r.body for r in spooled.pending()), timeout=20)
+            spooled.close()
         finally:
             service.send_signal(signal.SIGTERM)
             service.wait(30)

@@ -107,6 +107,12 @@ class GatewayProcess:
             row = conn.execute("SELECT count(*) FROM records WHERE request_id = ?", (request_id,)).fetchone()
         return int(row[0])
 
+    def balance(self, caller_id: str) -> float:
+        """The caller's balance as the gateway holds it now (read from its database)."""
+        with contextlib.closing(sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True, timeout=10)) as conn:
+            row = conn.execute("SELECT balance FROM callers WHERE caller_id = ?", (caller_id,)).fetchone()
+        return float(row[0])
+
     def wait_records(self, request_id: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         """The request's records once there are at least ``count`` (or whatever is there at the timeout)."""
         eventually(lambda: self.count(request_id) >= count, timeout)
