@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 
 from ._errors import AuthorizationException, GatewayUnavailableError
 from ._metrics import LOOKUP_RESULTS, add_token_cache
+from ._otel_internals import suppressed
 from ._pipeline import current_pipeline
 from ._records import ANONYMOUS
 from ._settings import load_settings
@@ -26,7 +27,7 @@ SUPPORT_MODEL_PATH = "/v1/openapi/support/model"
 BALANCE_PATH = "/v1/openapi/check/account/balance"
 MAX_CACHED_TOKENS = 10_000
 #: The context of the adapter's own calls: instrumentations (httpx's) leave them alone.
-_SUPPRESSED = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+_SUPPRESSED = suppressed(otel_context.Context())
 #: Longest token sent to the gateway: a longer one is malformed (gateways refuse headers of this size).
 MAX_TOKEN_CHARS = 8192
 
@@ -183,23 +184,23 @@ class GatewayClient:
     async def _aget(self, path: str, token: str, params: dict[str, Any] | None = None) -> Any:
         # The adapter's own calls are not the user's: no spans, no trace headers (instrumentation of
         # httpx, if any, is suppressed for them).
-        suppressed = otel_context.attach(_SUPPRESSED)
+        quiet = otel_context.attach(_SUPPRESSED)
         try:
             response = await self._async_client().get(path, params=params, headers={"authorization": token})
         except httpx.HTTPError as exc:
             raise GatewayUnavailableError(f"gateway unreachable: {exc!r}") from exc
         finally:
-            otel_context.detach(suppressed)
+            otel_context.detach(quiet)
         return self._data(response)
 
     def _get(self, path: str, token: str, params: dict[str, Any] | None = None) -> Any:
-        suppressed = otel_context.attach(_SUPPRESSED)
+        quiet = otel_context.attach(_SUPPRESSED)
         try:
             response = self._client().get(path, params=params, headers={"authorization": token})
         except httpx.HTTPError as exc:
             raise GatewayUnavailableError(f"gateway unreachable: {exc!r}") from exc
         finally:
-            otel_context.detach(suppressed)
+            otel_context.detach(quiet)
         return self._data(response)
 
     # -- token validation -----------------------------------------------------------------------

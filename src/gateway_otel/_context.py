@@ -21,11 +21,11 @@ from urllib.parse import quote
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import _attributes as attrs
+from ._otel_internals import runtime_context_variable
 from ._request_context import STORE_KEY
 
 P = ParamSpec("P")
@@ -40,17 +40,7 @@ BAGGAGE = W3CBaggagePropagator()
 logger = logging.getLogger(__name__)
 
 
-def _runtime_variable() -> contextvars.ContextVar[context.Context] | None:
-    """The ContextVar behind OTel's runtime context when it is the SDK's default one, else ``None``."""
-    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
-    if type(runtime) is ContextVarsRuntimeContext:
-        variable = getattr(runtime, "_current_context", None)
-        if isinstance(variable, contextvars.ContextVar):
-            return variable
-    return None
-
-
-_CURRENT = _runtime_variable()
+_CURRENT = runtime_context_variable()
 get_current: Callable[[], context.Context]
 attach: Callable[[context.Context], contextvars.Token[context.Context]]
 detach: Callable[[contextvars.Token[context.Context]], None]

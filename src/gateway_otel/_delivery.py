@@ -27,6 +27,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from ._metrics import EXPORT_OUTCOMES
+from ._otel_internals import suppressed
 from ._records import encode
 from ._relay import Relay
 from ._selflog import log_once
@@ -408,7 +409,7 @@ class Delivery:
 
     def _thread_main(self, ready: threading.Event) -> None:
         # Our own requests must not be traced: that would make spans, which make records, ...
-        otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        otel_context.attach(suppressed())
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._wake = asyncio.Event()

@@ -94,7 +94,7 @@ class FaultInjection:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
             raise ConnectionAbortedError("fault injection: connection dropped mid-response")
         if faults.report_status is not None:
-            headers = [(b"retry-after", faults.retry_after.encode())] if faults.retry_after else []
+            headers = {"retry-after": faults.retry_after} if faults.retry_after else None
             await _answer(send, faults.report_status, {"code": faults.report_status, "msg": "fault injection"}, headers)
             return
         if faults.reject_uuids:
@@ -138,20 +138,11 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def _answer(send: Send, status: int, content: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps(content)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _answer(send: Send, status: int, content: Any, headers: dict[str, str] | None = None) -> None:
+    from starlette.responses import Response  # the gateway extra
+
+    response = Response(orjson.dumps(content), status, headers, media_type="application/json")
+    await response({"type": "http"}, _replay(b""), send)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
 from . import _attributes as attrs
+from ._otel_internals import parent_based_delegates
 
 
 class BillingSafeSampler(Sampler):
@@ -65,5 +66,5 @@ def is_default_sampler(sampler: Sampler) -> bool:
     if type(sampler) is not ParentBased:
         return False
     # Any doubt (another SDK version's fields) means "not the default": the sampler is asked.
-    delegates = [getattr(sampler, f"_{name}", None) for name in _PARENT_BASED_FIELDS]
+    delegates = parent_based_delegates(sampler, _PARENT_BASED_FIELDS)
     return delegates == [ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF]

@@ -46,6 +46,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util import types
 
 from . import _attributes as attrs
+from . import _otel_internals as internals
 from . import _record_tree as record_tree
 from ._context import _SPAN_KEY
 from ._record_tree import REQUEST_KINDS
@@ -322,13 +323,13 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         processors = self._processors
         if processors is None:
             multi = self._setup.tracer.span_processor
-            on_ending = getattr(multi, "_on_ending", None)  # newer SDKs: the hook before on_end
+            on_ending = internals.ending_hook(multi)  # newer SDKs: the hook before on_end
             if on_ending is not None:
                 on_ending(self)
             multi.on_end(self)
             return
-        for processor in processors.ending:
-            processor._on_ending(self)  # type: ignore[arg-type]
+        for on_ending in processors.ending:
+            on_ending(self)
         for processor in processors.all:
             processor.on_end(self)
 
@@ -442,22 +443,20 @@ class _TracerSetup:
         self.operations = operations
         self._seen: tuple[SpanProcessor, ...] | None = None
         self._all = self._others = _NO_PROCESSORS
-        #: SDK 1.35+: the tracer's configurator may disable it; ``Tracer._is_enabled`` reads
-        #: ``_tracer_config.is_enabled``, read here for each span without the call.
-        self.configurable = hasattr(tracer, "_is_enabled") and hasattr(tracer, "_tracer_config")
+        parts = internals.tracer_parts(tracer)
+        #: SDK 1.35+: the tracer's configurator may disable it (read for each span).
+        self.configurable = parts.configurable
         #: The sampler when it is the SDK's default, whose decision ``start_span`` makes itself.
         self.default_sampler = tracer.sampler if is_default_sampler(tracer.sampler) else None
         self.billing_safe = isinstance(tracer.sampler, BillingSafeSampler)
         self.resource = tracer.resource
         self.service = attrs.service_name(self.resource.attributes)
-        self.scope = getattr(tracer, "_instrumentation_scope", None)
+        self.scope = parts.scope
         self.info = getattr(tracer, "instrumentation_info", None)  # deprecated in the SDK
         #: The SDK's own span metrics (``otel.sdk.span.started``, ``.live``; SDK 1.39+), when on
         #: (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``): the lean spans count in them as the SDK's do.
-        metrics = getattr(tracer, "_tracer_metrics", None)
-        self.metrics = metrics if metrics is not None and type(metrics).__name__ != "NoOpTracerMetrics" else None
-        limits = getattr(tracer, "_span_limits", None)  # the provider's (not public on the tracer)
-        self.limits: SpanLimits = limits if isinstance(limits, SpanLimits) else SpanLimits()
+        self.metrics = parts.metrics
+        self.limits: SpanLimits = parts.limits
 
     def processors(self, attributes: Mapping[str, Any]) -> _Processors | None:
         """The provider's processors that a span with ``attributes`` goes to, in their order, called
@@ -472,10 +471,11 @@ class _TracerSetup:
         multi = self.tracer.span_processor
         if type(multi) is not SynchronousMultiSpanProcessor:
             return None
-        found = multi._span_processors
+        found = internals.span_processors(multi)
         if found is not self._seen:
             others = tuple(processor for processor in found if processor is not self.operations)
-            self._all, self._others = _Processors(found, _ending(found)), _Processors(others, _ending(others))
+            self._all = _Processors(found, internals.ending_hooks(found))
+            self._others = _Processors(others, internals.ending_hooks(others))
             self._seen = found
         return self._all if attrs.OP_TYPE in attributes else self._others
 
@@ -484,19 +484,11 @@ class _Processors(NamedTuple):
     """The processors a span goes to, in their order."""
 
     all: tuple[SpanProcessor, ...]
-    #: Those of them to call ``_on_ending`` on first, at the span's end.
-    ending: tuple[SpanProcessor, ...]
+    #: The hooks to call first at the span's end (``internals.ending_hooks``).
+    ending: tuple[Callable[[Any], None], ...]
 
 
 _NO_PROCESSORS = _Processors((), ())
-_NO_ENDING_HOOK = getattr(SpanProcessor, "_on_ending", None)
-
-
-def _ending(processors: tuple[SpanProcessor, ...]) -> tuple[SpanProcessor, ...]:
-    """The processors whose ``_on_ending`` is their own, not the base class's that does nothing."""
-    if _NO_ENDING_HOOK is None:  # SDKs before 1.35 have no such hook
-        return ()
-    return tuple(p for p in processors if getattr(type(p), "_on_ending", _NO_ENDING_HOOK) is not _NO_ENDING_HOOK)
 
 
 class LeanTracer:
@@ -553,7 +545,7 @@ class LeanTracer:
             current = trace_api.INVALID_SPAN_CONTEXT
         else:
             current = (found if isinstance(found, trace_api.Span) else trace_api.INVALID_SPAN).get_span_context()
-        if setup.configurable and not tracer._tracer_config.is_enabled:
+        if setup.configurable and not internals.tracer_enabled(tracer):
             return trace_api.NonRecordingSpan(current)
         ids = tracer.id_generator
         own_ids = type(ids) is RandomIdGenerator  # the SDK's default, drawn here as it draws them

@@ -382,6 +382,8 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
                         describe_adopted = _describer(adopted, scope, pipeline)
             if failure is not None:
                 status = failure[0]
+                if describe_adopted is not None:
+                    describe_adopted(status, None)
                 await _json_error(send, failure[0], failure[1], request_id)
                 return
             header = (REQUEST_ID_HEADER, request_id.encode())

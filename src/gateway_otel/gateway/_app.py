@@ -16,9 +16,8 @@ import orjson
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._records import encode
@@ -165,10 +164,47 @@ class GroupCommit:
 _Waiting = tuple[list[dict[str, Any]], str, "asyncio.Future[StoreResult]"]
 
 
-async def _report(writer: GroupCommit, records: list[Record], *, via: str) -> Response:
-    """Store valid records and answer with the counts."""
+async def _report(
+    writer: GroupCommit, request: Request, validate: Callable[[bytes], list[Record]], *, via: str
+) -> Response:
+    """Validate the body's records in one pass over its JSON, store them, answer with the counts.
+
+    Why the body is read here rather than taken as a parameter: the gateway's accept rate bounds
+    every delivery figure, and FastAPI's parsing of a body parameter (JSON to objects, then objects
+    to models) costs more than validating the JSON text at once."""
+    body = await request.body()
+    try:
+        records = validate(body)
+    except ValidationError as exc:
+        errors = [f"{'.'.join(str(p) for p in ('body', *e['loc']))}: {e['msg']}" for e in exc.errors()[:5]]
+        return _error(400, "invalid request: " + "; ".join(errors))
     result = await writer.add(_RECORDS.dump_python(records, exclude_unset=True), via)
     return _ok({"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Put the report endpoints' body models in the OpenAPI schema (their routes read the body
+    themselves, so FastAPI does not see the models)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        models = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, adapter in (("Record", TypeAdapter(Record)), ("Records", _RECORDS)):
+            generated = adapter.json_schema(ref_template="#/components/schemas/{model}")
+            models.update(generated.pop("$defs", {}))
+            models[name] = generated
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _body(model: str) -> dict[str, Any]:
+    """The OpenAPI request body of a report endpoint (its route reads the body itself)."""
+    schema = {"$ref": f"#/components/schemas/{model}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 class _BodyLimit:
@@ -238,13 +274,13 @@ def create_app(store: Store, *, report_token: str | None = None) -> FastAPI:
     async def account_balance(cost: Annotated[float, Query(ge=0, le=1e12)], authorization: Authorization = None) -> Any:
         return _ok(caller(authorization).balance >= cost)
 
-    @app.post("/v1/openapi/report/log", response_model=Envelope, tags=["records"])
-    async def report_log(record: Record) -> Any:
-        return await _report(writer, [record], via="report/log")
+    @app.post("/v1/openapi/report/log", response_model=Envelope, tags=["records"], openapi_extra=_body("Record"))
+    async def report_log(request: Request) -> Response:
+        return await _report(writer, request, _one_record, via="report/log")
 
-    @app.post("/v1/openapi/report/logs", response_model=Envelope, tags=["records"])
-    async def report_logs(records: Records) -> Any:
-        return await _report(writer, records, via="report/logs")
+    @app.post("/v1/openapi/report/logs", response_model=Envelope, tags=["records"], openapi_extra=_body("Records"))
+    async def report_logs(request: Request) -> Response:
+        return await _report(writer, request, _RECORDS.validate_json, via="report/logs")
 
     @app.get("/v1/openapi/log/{requestId}", response_model=Envelope, tags=["records"])
     async def log_of(requestId: Annotated[str, Path(max_length=256)]) -> Any:
@@ -301,8 +337,8 @@ def create_app(store: Store, *, report_token: str | None = None) -> FastAPI:
         """A read-only page: the request's records as a timeline of operations, then as a table."""
         return Response(_PAGE, media_type="text/html; charset=utf-8")
 
-    app.add_middleware(_FastReport, writer=writer)
     app.add_middleware(_BodyLimit)
+    _document_bodies(app)
     if report_token:
         app.add_middleware(_ReportToken, token=report_token)
     return app
@@ -331,66 +367,3 @@ class _ReportToken:
 
 def _one_record(body: bytes) -> list[Record]:
     return [Record.model_validate_json(body)]
-
-
-#: The report endpoints: how each validates its body into records, and the ``via`` they are stored with.
-_REPORTS: dict[str, tuple[Callable[[bytes], list[Record]], str]] = {
-    "/v1/openapi/report/log": (_one_record, "report/log"),
-    "/v1/openapi/report/logs": (_RECORDS.validate_json, "report/logs"),
-}
-
-
-class _FastReport:
-    """``POST /v1/openapi/report/log`` and ``/report/logs`` without FastAPI's per-request machinery,
-    for valid records.
-
-    Why: the gateway's accept rate bounds every delivery figure, and routing, dependency solving and
-    response validation take more of each request than storing the record. For a batch, validating
-    the JSON in one pass is much faster than ``json.loads`` and then validating objects. A body that
-    does not validate goes on to the FastAPI route, which answers exactly as before.
-    """
-
-    def __init__(self, app: ASGIApp, writer: GroupCommit) -> None:
-        self.app = app
-        self.writer = writer
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _REPORTS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None or not _is_json(scope):
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = await Request(scope, receive).body()
-        except ClientDisconnect:
-            return
-        except HTTPException as exc:  # the body limit, outside
-            await _error(exc.status_code, str(exc.detail))(scope, receive, send)
-            return
-        validate, via = route
-        try:
-            records = validate(body)
-        except ValueError:
-            await self.app(scope, _replay(body), send)
-            return
-        response = await _report(self.writer, records, via=via)
-        await response(scope, receive, send)
-
-
-def _is_json(scope: Scope) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
-    return False
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
