@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ from conftest import PROGRAMS
 
 def _open_at_once(directory: str, barrier: Any, results: Any) -> None:
     barrier.wait()
-    started = time.monotonic()
     try:
         Spool(directory).release_dead_owners()  # what each worker does first
-        results.put(time.monotonic() - started)
+        results.put("in")
     except Exception as exc:
         results.put(repr(exc))
 
@@ -40,7 +38,7 @@ def test_processes_opening_a_new_spool_together_all_get_in() -> None:
         for process in processes:
             process.join(40)
         outcomes = [results.get(timeout=5) for _ in processes]
-        assert all(isinstance(outcome, float) and outcome < 10 for outcome in outcomes), outcomes
+        assert outcomes == ["in"] * 6, outcomes  # none refused ("database is locked")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
