@@ -140,3 +140,32 @@ def test_after_logfire_configure_operations_go_through_logfires_provider(
     records = healthy_gateway.wait_records(rid, 4)
     assert len(records) == 4
     assert {r["extraInfo"]["service"] for r in records} == {"lf-service"}
+
+
+def test_a_contrib_server_span_nothing_adopted_is_a_request_record_pair(pipeline: Any, captured_records: Any) -> None:
+    """The contrib FastAPI instrumentor alone (no ``instrument_app``): its SERVER span is reported as
+    the request's record pair, anonymous, under its trace id, the route's template as the operation."""
+    app = FastAPI()
+
+    @app.get("/v1/items/{item}")
+    async def item(item: int) -> dict[str, int]:
+        return {"item": item}
+
+    FastAPIInstrumentor.instrument_app(app)
+    trace_id = uuid.uuid4().hex
+    try:
+        with serve_in_thread(app, free_port()) as url:
+            headers = {"traceparent": f"00-{trace_id}-{'3' * 16}-01"}
+            assert httpx.get(f"{url}/v1/items/7?api_key=sk-1", headers=headers).status_code == 200
+            assert eventually(lambda: len(captured_records.of(trace_id)) == 2, timeout=5)
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    records = captured_records.of(trace_id)
+    assert [(r["opType"], r["opLogType"], r["isCostLog"]) for r in records] == [
+        ("GET /v1/items/{item}", "in", False),
+        ("GET /v1/items/{item}", "out", False),
+    ]
+    out = records[1]
+    assert out["callerId"] == "anonymous" and out["response"] == 200
+    assert out["extraInfo"]["parentSpanId"] == "3" * 16
+    assert "sk-1" not in out["requestUrl"] and out["requestUrl"].endswith("/v1/items/7?api_key=[REDACTED]")

@@ -85,7 +85,8 @@ def configure(**options: Any) -> Pipeline:
             made_by_sdk.quiet()
         if old is not None and old.provider is provider:
             processor = old.processor
-            processor.use(exporter, requests)
+            processor.use(exporter)
+            processor.requests = requests
             old.delivery.shutdown()
         else:
             processor = OperationSpanProcessor(exporter, requests)

@@ -25,12 +25,14 @@ class OperationSpanProcessor(SpanProcessor):
     """
 
     def __init__(self, exporter: GatewaySpanExporter, requests: Scrubber | None = None) -> None:
-        self.use(exporter, requests)
+        #: The scrubber of the URLs of other instrumentations' request spans, which are reported
+        #: while it is set (``request_records``).
+        self.requests = requests
+        self.use(exporter)
 
-    def use(self, exporter: GatewaySpanExporter, requests: Scrubber | None = None) -> None:
-        """Report through ``exporter`` from now on (``configure()`` called again)."""
+    def use(self, exporter: GatewaySpanExporter) -> None:
+        """Report through ``exporter`` from now on (``configure()`` called again, a test's capture)."""
         self.exporter = exporter
-        self._requests = requests
         self._submit = exporter.delivery().submit
 
     def submit(self, build: Builder, item: Any) -> None:
@@ -45,9 +47,9 @@ class OperationSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         data = operation_data(span)
         if data is None:
-            if self._requests is None or not records_at_end(span):
+            if self.requests is None or not records_at_end(span):
                 return
-            data = request_data(span, self._requests)
+            data = request_data(span, self.requests)
             self._submit(in_record, data)
         elif records_at_end(span):
             self._submit(in_record, data)
