@@ -477,10 +477,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
-    if not args.quick:  # kept: the figures' history lives in these files and in git
+    # A full run is kept (the figures' history lives in these files and in git); a part alone only
+    # in latest.json, so that it never replaces the full run of the same day and commit.
+    if not args.quick and args.only is None:
         (out_dir / f"{time.strftime('%Y-%m-%d')}-{results['commit']}.json").write_text(json.dumps(results, indent=2))
-        if args.only is None:
-            write_table(HERE / "README.md", table, results)
+        write_table(HERE / "README.md", table, results)
     return results
 
 
