@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 import gateway_otel
 from gateway_otel._pipeline import Pipeline, configure
-from gateway_otel._servers import GatewayProcess
+from gateway_otel._servers import GatewayProcess, stop_process, wait_for_port
 
 pytest_plugins = ["gateway_otel.testing"]
 
@@ -127,6 +128,28 @@ async def request_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
+
+def uvicorn(app: str, port: int) -> list[str]:
+    """The command that serves ``app`` (``module:attribute``) with uvicorn on ``port``."""
+    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
+
+
+@contextlib.contextmanager
+def serving(
+    command: Sequence[str], *, port: int, cwd: Path, env: dict[str, str], log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server program (uvicorn, gunicorn) run in ``cwd`` with ``env`` added to the environment, its
+    output in ``log`` (else discarded), listening on ``port`` for the block; stopped with SIGTERM
+    after it (killed if it has not exited in 60 s)."""
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("wb")) if log is not None else subprocess.DEVNULL
+        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, timeout=60, process=process)
+            yield process
+        finally:
+            stop_process(process, 60)
 
 
 def run_program(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -25,9 +24,9 @@ from gateway_otel._servers import serve_in_thread
 from gateway_otel._spool import Spool
 from gateway_otel.cli import record_tree
 from gateway_otel.middleware import WebSocketHttpContextMiddleware
-from gateway_otel.testing import eventually, free_port, wait_for_port
+from gateway_otel.testing import eventually, free_port
 
-from conftest import PROGRAMS, Gateway
+from conftest import PROGRAMS, Gateway, serving
 
 
 class OddGateway:
@@ -126,35 +125,25 @@ def test_uvicorn_lines_never_show_a_token_with_the_middlewares_added_by_hand(
     log = tmp_path / "uvicorn.log"
     rejected = f"bad-{uuid.uuid4().hex}"
     query = f"q-{uuid.uuid4().hex}"
-    env = {**os.environ, "OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "middleware_only_app:app", "--port", str(port)],
-            cwd=PROGRAMS,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    env = {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
+    # uvicorn at its default log level: the test reads its access lines
+    command = [sys.executable, "-m", "uvicorn", "middleware_only_app:app", "--port", str(port)]
+    with serving(command, port=port, cwd=PROGRAMS, env=env, log=log):
+        base = f"127.0.0.1:{port}"
+        response = httpx.get(
+            f"http://{base}/v1/items?access_token={query}&page=1", headers={"Authorization": "demo-alice"}
         )
-        try:
-            wait_for_port(port, process=server)
-            base = f"127.0.0.1:{port}"
-            response = httpx.get(
-                f"http://{base}/v1/items?access_token={query}&page=1", headers={"Authorization": "demo-alice"}
-            )
-            assert response.status_code == 200
+        assert response.status_code == 200
 
-            async def sockets() -> None:
-                async with websockets.connect(f"ws://{base}/ws?token=demo-alice") as socket:
-                    assert await socket.recv() == "hello"
-                with pytest.raises(websockets.InvalidStatus):  # refused: 403
-                    async with websockets.connect(f"ws://{base}/ws?token={rejected}"):
-                        pass
+        async def sockets() -> None:
+            async with websockets.connect(f"ws://{base}/ws?token=demo-alice") as socket:
+                assert await socket.recv() == "hello"
+            with pytest.raises(websockets.InvalidStatus):  # refused: 403
+                async with websockets.connect(f"ws://{base}/ws?token={rejected}"):
+                    pass
 
-            asyncio.run(sockets())
-            assert eventually(lambda: log.read_text().count("WebSocket /ws") >= 2)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
+        asyncio.run(sockets())
+        assert eventually(lambda: log.read_text().count("WebSocket /ws") >= 2)
     text = log.read_text()
     assert "GET /v1/items?access_token=[REDACTED]&page=1" in text, text
     assert "/ws?token=[REDACTED]" in text, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from gateway_otel._servers import GatewayProcess, free_port, stop_process, wait_for_port
+from gateway_otel._servers import GatewayProcess, free_port
 from gateway_otel._spool import Spool
 
-from conftest import Gateway, parent_op
+from conftest import Gateway, parent_op, serving, uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -82,14 +83,8 @@ def write_app(directory: Path) -> None:
 def test_fastapi_block_serves_authenticates_and_bills(healthy_gateway: Gateway, tmp_path: Path) -> None:
     write_app(tmp_path)
     port = free_port()
-    env = {**os.environ, "OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--log-level", "warning"],
-        cwd=tmp_path,
-        env=env,
-    )
-    try:
-        wait_for_port(port, process=server)
+    env = {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
+    with serving(uvicorn("app:app", port), port=port, cwd=tmp_path, env=env):
         url = f"http://127.0.0.1:{port}/v1/summarize"
         assert httpx.post(url, json={"text": "t"}).status_code == 401
         response = httpx.post(url, json={"text": "t"}, headers={"Authorization": "demo-alice"})
@@ -98,34 +93,22 @@ def test_fastapi_block_serves_authenticates_and_bills(healthy_gateway: Gateway, 
         records = healthy_gateway.wait_records(request_id, 2)
         billed = [r for r in records if r["opLogType"] == "out" and r["isCostLog"]]
         assert [(r["opType"], r["callerId"]) for r in billed] == [("summarize", "alice")]
-    finally:
-        stop_process(server, 20)
 
 
 def test_edge_and_internal_service_block_is_one_tree(healthy_gateway: Gateway, tmp_path: Path) -> None:
     edge_port, scorer_port = free_port(), free_port()
     code = block("import httpx").replace("http://scorer:8000", f"http://127.0.0.1:{scorer_port}")
     (tmp_path / "services.py").write_text(code)
-    env = {**os.environ, "OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
-    servers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", f"services:{app}", "--port", str(port), "--log-level", "warning"],
-            cwd=tmp_path,
-            env={**env, "OTEL_SERVICE_NAME": app},
-        )
-        for app, port in (("edge", edge_port), ("scorer", scorer_port))
-    ]
-    try:
-        for server, port in zip(servers, (edge_port, scorer_port), strict=True):
-            wait_for_port(port, process=server)
+    env = {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
+    with contextlib.ExitStack() as servers:
+        for app, port in (("edge", edge_port), ("scorer", scorer_port)):
+            service_env = {**env, "OTEL_SERVICE_NAME": app}
+            servers.enter_context(serving(uvicorn(f"services:{app}", port), port=port, cwd=tmp_path, env=service_env))
         url = f"http://127.0.0.1:{edge_port}/v1/rpc"
         assert httpx.post(url, json={"text": "four"}).status_code == 401  # the edge checks tokens
         response = httpx.post(url, json={"text": "four"}, headers={"Authorization": "demo-alice"})
         assert response.status_code == 200 and response.json() == {"score": 4}, response.text
         records = healthy_gateway.wait_records(response.headers["x-request-id"], 8)
-    finally:
-        for server in servers:
-            stop_process(server, 20)
     assert len(records) == 8
     assert {(r["callerId"], r["extraInfo"]["traceId"]) for r in records} == {
         ("alice", records[0]["extraInfo"]["traceId"])
@@ -179,21 +162,10 @@ def test_request_context_block_serves_as_the_seeds_patterns(healthy_gateway: Gat
     (tmp_path / "shop.py").write_text(block("import logging"))
     port = free_port()
     log = tmp_path / "shop.log"
-    env = {**os.environ, "OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "shop:app", "--port", str(port), "--log-level", "warning"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, process=server)
-            headers = {"Authorization": "demo-alice", "X-Request-ID": "seed-rid-1", "X-Correlation-ID": "corr-7"}
-            response = httpx.get(f"http://127.0.0.1:{port}/v1/items?shop=east", headers=headers)
-        finally:
-            stop_process(server, 20)
+    env = {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool")}
+    with serving(uvicorn("shop:app", port), port=port, cwd=tmp_path, env=env, log=log):
+        headers = {"Authorization": "demo-alice", "X-Request-ID": "seed-rid-1", "X-Correlation-ID": "corr-7"}
+        response = httpx.get(f"http://127.0.0.1:{port}/v1/items?shop=east", headers=headers)
     assert response.status_code == 200, response.text
     assert response.json() == {"request_id": "seed-rid-1", "shop": "east", "seen_by_thread": "east"}
     assert response.headers["x-correlation-id"] == "corr-7"

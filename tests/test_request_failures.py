@@ -6,10 +6,7 @@ Real uvicorn and gunicorn processes serve ``programs/failing_app.py``; the tests
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -23,9 +20,9 @@ from fastapi import FastAPI
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway_otel import GatewayClient, instrument_app
-from gateway_otel.testing import eventually, free_port, serve_in_thread, wait_for_port
+from gateway_otel.testing import eventually, free_port, serve_in_thread
 
-from conftest import PROGRAMS, Gateway, run_program
+from conftest import PROGRAMS, Gateway, run_program, serving
 
 ALICE = {"Authorization": "demo-alice"}
 
@@ -42,19 +39,12 @@ class Served:
 def serve(command: list[str], gateway: Gateway, tmp_path: Path, port: int) -> Iterator[Served]:
     log = tmp_path / "server.log"
     env = {
-        **os.environ,
         "OPENAPI_HOST": gateway.url,
         "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
         "OTEL_SERVICE_NAME": "failing-app",
     }
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, cwd=PROGRAMS, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, timeout=60, process=server)
-            yield Served(f"http://127.0.0.1:{port}", log)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
+    with serving(command, port=port, cwd=PROGRAMS, env=env, log=log):
+        yield Served(f"http://127.0.0.1:{port}", log)
 
 
 @pytest.fixture(params=["uvicorn", "gunicorn"])

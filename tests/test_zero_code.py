@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway_otel.testing import free_port, stop_process, wait_for_port
+from gateway_otel.testing import free_port
 
-from conftest import PROGRAMS, Gateway
+from conftest import PROGRAMS, Gateway, serving, uvicorn
 
 ALICE = {"Authorization": "Bearer demo-alice"}
 
@@ -22,37 +22,17 @@ ALICE = {"Authorization": "Bearer demo-alice"}
 def _serve(gateway: Gateway, tmp_path: Path, **env: str) -> Iterator[str]:
     port = free_port()
     instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-    process = subprocess.Popen(
-        [
-            str(instrument),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "plain_app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=PROGRAMS,
-        env={
-            **os.environ,
-            "OTEL_TRACES_EXPORTER": "gateway",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_SERVICE_NAME": "plain",
-            "OPENAPI_HOST": gateway.url,
-            "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
-            **env,
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=60, process=process)
+    settings = {
+        "OTEL_TRACES_EXPORTER": "gateway",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "plain",
+        "OPENAPI_HOST": gateway.url,
+        "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path / "spool"),
+        **env,
+    }
+    with serving([str(instrument), *uvicorn("plain_app:app", port)], port=port, cwd=PROGRAMS, env=settings):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process, 30)
 
 
 @pytest.fixture
