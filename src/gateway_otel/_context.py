@@ -153,6 +153,25 @@ def baggage_of(ctx: context.Context | None = None) -> Mapping[str, object]:
 
 
 _NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
+
+
+def put_identity(attributes: dict[str, Any], ctx: context.Context) -> None:
+    """Put the request's identity that ``ctx``'s baggage holds (request id, caller id, request URL)
+    into a starting span's ``attributes``, where its records read it."""
+    bag = baggage_of(ctx)
+    if bag:
+        for key in attrs.BAGGAGE_KEYS:
+            value = bag.get(key)
+            if value is not None:
+                attributes[key] = value
+
+
+def name_request_by_trace(span: trace.Span) -> None:
+    """Give a span whose request has no id of its own the trace id as its request id, as the
+    middleware gives a request without ``X-Request-ID``."""
+    span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
+
+
 _REQUEST_ID, _CALLER_ID, _REQUEST_URL = attrs.REQUEST_ID, attrs.CALLER_ID, attrs.REQUEST_URL
 
 

@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import _attributes as attrs
-from ._context import attach, baggage_of, detach, get_current, with_span
+from ._context import attach, detach, get_current, name_request_by_trace, put_identity, with_span
 from ._pipeline import Pipeline, current_pipeline
 from ._selflog import log_once
 from ._serialize import error_message, to_json
@@ -103,17 +103,9 @@ class _Operation:
         try:
             pipeline = current_pipeline()
             ctx = get_current()
-            bag = baggage_of(ctx)
             attributes = dict(self.static)
-            request_id = bag.get(attrs.REQUEST_ID)
-            if request_id is not None:
-                attributes[attrs.REQUEST_ID] = request_id
-            caller_id = bag.get(attrs.CALLER_ID)
-            if caller_id is not None:
-                attributes[attrs.CALLER_ID] = caller_id
-            request_url = bag.get(attrs.REQUEST_URL)
-            if request_url is not None:
-                attributes[attrs.REQUEST_URL] = request_url
+            put_identity(attributes, ctx)
+            named = attrs.REQUEST_ID in attributes
             capture = self.capture_request
             if capture:
                 if args or kwargs:
@@ -127,8 +119,8 @@ class _Operation:
             start_ns = _time_ns()
             mono_ns = _perf_ns()
             span = pipeline.lean_tracer.start_span(self.name, ctx, attributes, start_time=start_ns)
-            if request_id is None:
-                span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
+            if not named:
+                name_request_by_trace(span)
             return _Started(span, with_span(ctx, span), start_ns, mono_ns, pipeline)
         except Exception as exc:
             log_once("decorator-start", "gateway-otel: could not start an operation span: %r", exc)

@@ -185,9 +185,7 @@ class Delivery:
         self._held_spool = self.spool  # the spool held still across a fork()
         self.listeners: list[Listener] = []
         self._host = settings.openapi_host
-        # Requests in flight: several small ones hide the round trip; big batches only contend for
-        # the gateway's database, so fewer of them are in flight.
-        self._slots = settings.batch_in_flight if settings.batch else settings.max_in_flight
+        self._slots = _in_flight(settings)
         self._hard_limit = settings.queue_size
         self._reset()
         ref = weakref.ref(self)
@@ -816,11 +814,17 @@ class Delivery:
         self._markers = []
 
 
+def _in_flight(settings: Settings) -> int:
+    """Requests in flight at most: several small ones hide the round trip; big batches only contend
+    for the gateway's database, so fewer of them are in flight."""
+    return settings.batch_in_flight if settings.batch else settings.max_in_flight
+
+
 def _http_pool(settings: Settings) -> HttpPool:
-    """The sender's connections to the gateway: ``max_in_flight`` (or ``batch_in_flight``) kept alive."""
+    """The sender's connections to the gateway, one per request in flight, kept alive."""
     return HttpPool(
         settings.openapi_host or "http://127.0.0.1",
-        size=settings.batch_in_flight if settings.batch else settings.max_in_flight,
+        size=_in_flight(settings),
         timeout=settings.timeout,
         config=settings.http,
         token=settings.report_token,

@@ -40,8 +40,10 @@ class OperationSpanProcessor(SpanProcessor):
         self._submit(build, item)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if records_at_end(span):
+            return  # a request's: both records at its end (its data is not taken twice)
         data = operation_data(span)
-        if data is not None and not records_at_end(span):
+        if data is not None:
             self._submit(in_record, data)
 
     def on_end(self, span: ReadableSpan) -> None:

@@ -21,7 +21,15 @@ from opentelemetry.trace.span import TraceState
 from . import _attributes as attrs
 from ._otel_internals import MAX_TRACE_STATE_ENTRIES, trace_state
 
-__all__ = ["TRACESTATE_KEY", "is_record_span", "parent_record", "record_state"]
+__all__ = [
+    "REQUEST_KINDS",
+    "TRACESTATE_KEY",
+    "is_record_span",
+    "named_record",
+    "parent_record",
+    "record_state",
+    "remote_or_direct_parent",
+]
 
 #: The ``tracestate`` key whose value is the span id (16 hex digits) of the innermost record span.
 TRACESTATE_KEY: Final = "gateway"

@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _attributes as attrs
-from ._context import PROPAGATOR, baggage_of, without_identity
+from ._context import PROPAGATOR, name_request_by_trace, put_identity, without_identity
 from ._errors import missing_extra
 from ._pipeline import current_pipeline
 from ._serialize import error_message
@@ -55,12 +55,11 @@ def consume(message: Any, *, trust_upstream: bool | None = None, name: str | Non
     if pipeline.settings.request_records:
         attributes[attrs.OP_TYPE] = f"consume {routing_key}"
         attributes[attrs.IS_COST_LOG] = False
-        for key, value in baggage_of(ctx).items():
-            if key in attrs.BAGGAGE_KEYS:
-                attributes[key] = str(value)
+        put_identity(attributes, ctx)
+    named = attrs.REQUEST_ID in attributes
     span = pipeline.lean_tracer.start_span(name or f"process {routing_key}", ctx, attributes, kind=SpanKind.CONSUMER)
-    if attrs.OP_TYPE in attributes and attrs.REQUEST_ID not in attributes:
-        span.set_attribute(attrs.REQUEST_ID, format(span.get_span_context().trace_id, "032x"))
+    if attrs.OP_TYPE in attributes and not named:
+        name_request_by_trace(span)
     token = otel_context.attach(trace.set_span_in_context(span, ctx))
     try:
         yield span
