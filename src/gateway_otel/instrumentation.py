@@ -17,7 +17,12 @@ import functools
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from ._errors import missing_extra
+
+try:
+    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+except ImportError as exc:
+    raise missing_extra("instrument", "gateway_otel.instrumentation", exc) from exc
 
 __all__ = ["GatewayOtelInstrumentor"]
 

@@ -15,12 +15,24 @@ from typing import Any
 from gateway_otel import caller_id_context, force_flush, instrument_app, operation_log, trace_id_context
 from gateway_otel.middleware import HttpContextMiddleware
 
-# The virtualenv really has no web framework, CLI library or gunicorn.
-for framework in ("starlette", "fastapi", "uvicorn", "typer", "rich", "uvicorn_worker"):
+# The virtualenv really has no web framework, CLI library, gunicorn or instrumentation package.
+for framework in (
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "typer",
+    "rich",
+    "uvicorn_worker",
+    "opentelemetry.instrumentation",
+):
     assert importlib.util.find_spec(framework) is None, f"{framework} is installed"
 
 # Each part that needs an extra names it.
-for module, extra in (("gateway_otel.gunicorn", "gunicorn"), ("gateway_otel.gateway", "gateway")):
+for module, extra in (
+    ("gateway_otel.gunicorn", "gunicorn"),
+    ("gateway_otel.gateway", "gateway"),
+    ("gateway_otel.instrumentation", "instrument"),
+):
     try:
         importlib.import_module(module)
     except ImportError as exc:
