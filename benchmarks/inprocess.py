@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi_app import make_app
 
-from gateway_otel._delivery import RELAY_PAUSE
+from gateway_otel._handover import RELAY_PAUSE
 
 BODY = b'{"prompt": "hello gateway", "temperature": 0.5}'
 #: The request wrk sends (post.lua), as uvicorn hands it to the app.

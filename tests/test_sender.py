@@ -16,7 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway_otel._delivery import BATCH_PATH, FIRST_BACKOFF, Delivery, Outage
+from gateway_otel._delivery import Delivery
+from gateway_otel._sender import BATCH_PATH, FIRST_BACKOFF, Outage
 from gateway_otel._settings import Settings
 from gateway_otel._spool import Spool
 from gateway_otel._transport import HttpResponse
@@ -164,7 +165,7 @@ def test_an_outage_spools_and_delivery_resumes_when_the_clock_passes_the_backoff
     delivery, transport = make(lambda path, records: 503 if down else 200)
     uuids = [f"r-{i}" for i in range(50)]
     _submit(delivery, uuids)
-    assert eventually(lambda: delivery.outage.attempts >= 1 and delivery.spool.counts()[0] == 50, timeout=5)
+    assert eventually(lambda: delivery.sender.outage.attempts >= 1 and delivery.spool.counts()[0] == 50, timeout=5)
     assert transport.most_in_flight <= 16
     posts = transport.posts
     down = False
@@ -182,14 +183,14 @@ def test_during_an_outage_one_request_at_a_time_probes_the_gateway(
 ) -> None:
     delivery, transport = make(lambda path, records: 503)
     _submit(delivery, [f"p-{i}" for i in range(40)])
-    assert eventually(lambda: delivery.outage.attempts >= 1, timeout=5)
+    assert eventually(lambda: delivery.sender.outage.attempts >= 1, timeout=5)
     transport.most_in_flight = 0
     for _ in range(5):
         posts = transport.posts
         clock.advance(1.0)
         assert eventually(lambda posts=posts: transport.posts > posts, timeout=5)  # type: ignore[misc]
     assert transport.most_in_flight == 1
-    assert delivery.outage.attempts >= 5
+    assert delivery.sender.outage.attempts >= 5
 
 
 def test_a_flapping_gateway_gets_every_record_once(
@@ -256,7 +257,7 @@ def test_exit_asks_the_gateway_once_more_at_once(
     delivery, transport = make(lambda path, records: 503 if down else 200, max_backoff=60.0)
     uuids = [f"e-{i}" for i in range(5)]
     _submit(delivery, uuids)
-    assert eventually(lambda: delivery.outage.attempts >= 1 and delivery.spool.counts()[0] == 5, timeout=5)
+    assert eventually(lambda: delivery.sender.outage.attempts >= 1 and delivery.spool.counts()[0] == 5, timeout=5)
     down = False  # back, but the backoff would wait up to a minute by the clock
     delivery.shutdown(3.0)
     assert sorted(transport.taken) == sorted(uuids)

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from . import _attributes as attrs
-from ._delivery import Builder
+from ._queue import Builder
 from ._record_tree import REQUEST_KINDS, remote_or_direct_parent
 from ._records import IN, OUT, SpanData, build_record
 from ._scrub import Scrubber

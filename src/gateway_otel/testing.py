@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ._delivery import Builder
 from ._exporter import GatewaySpanExporter
 from ._pipeline import Pipeline, current_pipeline
+from ._queue import Builder
 from ._records import encode
 from ._servers import GatewayProcess, eventually, free_port, serve_in_thread, stop_process, wait_for_port
 

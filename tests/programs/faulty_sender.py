@@ -5,22 +5,22 @@ from __future__ import annotations
 import sys
 
 from gateway_otel import force_flush, submit_log
-from gateway_otel._delivery import Delivery
 from gateway_otel._pipeline import current_pipeline
+from gateway_otel._sender import Sender
 
 rid = sys.argv[1]
 faults = [3]
-take_queue = Delivery._take_queue
+take_queue = Sender._take_queue
 
 
-def failing_take_queue(self: Delivery, now: float) -> float | None:
+def failing_take_queue(self: Sender, now: float) -> float | None:
     if faults[0]:
         faults[0] -= 1
         raise RuntimeError("a fault in the sender")
     return take_queue(self, now)
 
 
-Delivery._take_queue = failing_take_queue  # type: ignore[method-assign]
+Sender._take_queue = failing_take_queue  # type: ignore[method-assign]
 base = {"requestId": rid, "callerId": "bob", "requestUrl": "/x", "opType": "faulty"}
 for i in range(50):
     submit_log({**base, "uuid": f"faulty-{i}-{rid}"})

@@ -25,7 +25,7 @@ trace_id_context.set(rid)
 bill(-1)
 assert force_flush(20)
 delivery = current_pipeline().delivery
-assert eventually(lambda: delivery._spool_empty, timeout=20)  # the sender looked, and found nothing
+assert eventually(lambda: delivery.sender._spool_empty, timeout=20)  # the sender looked, and found nothing
 print("idle", flush=True)
 sys.stdin.readline()  # the gateway answers 503 now
 for i in range(n):

@@ -21,8 +21,8 @@ from opentelemetry import trace
 import gateway_otel
 from gateway_otel import operation_log, submit_log, trace_id_context
 from gateway_otel._delivery import Delivery
+from gateway_otel._handover import RelayHandOver
 from gateway_otel._pipeline import current_pipeline
-from gateway_otel._relay import Relay
 from gateway_otel.testing import eventually
 
 scenario, rid = sys.argv[1], sys.argv[2]
@@ -44,12 +44,12 @@ delivery = current_pipeline().delivery
 
 
 def relay_pid() -> int | None:
-    relay = delivery._relay
+    relay = delivery.relay
     return relay.process.pid if relay is not None else None
 
 
 def handed_over() -> None:
-    assert eventually(lambda: not delivery._queue and relay_pid() is not None, timeout=30)
+    assert eventually(lambda: not delivery.queue.entries and relay_pid() is not None, timeout=30)
 
 
 def flush() -> None:
@@ -64,12 +64,12 @@ def delivers() -> None:
         bill(i)
     submit_log({"opType": "by-hand"})  # a record built in the app, delivered by the relay
     flush()
-    print(os.getpid(), relay_pid(), delivery._http is None, flush=True)
+    print(os.getpid(), relay_pid(), delivery.sender.http is None, flush=True)
 
 
 def listeners() -> None:
     seen: list[bytes] = []
-    delivery.listeners.append(seen.append)
+    delivery.queue.listeners.append(seen.append)
     for i in range(50):
         bill(i)
     flush()
@@ -109,13 +109,13 @@ def relay_dies() -> None:
 
     def relay_gone() -> bool:
         bill(-1)  # wakes the sender, which finds its relay gone
-        return delivery._relay is None
+        return delivery.relay is None
 
     assert eventually(relay_gone, timeout=20)
     for i in range(30):
         bill(100 + i)
     flush()
-    print(delivery._relay is None, delivery._http is not None, flush=True)
+    print(delivery.relay is None, delivery.sender.http is not None, flush=True)
 
 
 def forked() -> None:
@@ -130,7 +130,7 @@ def forked() -> None:
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, 1)  # the test reads the parent's output to its end: not the child's
         os.dup2(quiet, 2)
-        inherited = delivery._relay
+        inherited = delivery.relay
         for i in range(10):
             bill(100 + i)
         flush()
@@ -149,15 +149,15 @@ hands: set[str] = set()  # the threads that handed records over
 
 
 def watch_hand_overs() -> None:
-    hand_over = delivery._hand_over
+    hand_over = RelayHandOver.hand_over
 
-    def watched(relay: Relay, *, wait: bool) -> tuple[int, bool]:
-        taken, written = hand_over(relay, wait=wait)
+    def watched(self: RelayHandOver, *, wait: bool) -> tuple[int, bool]:
+        taken, written = hand_over(self, wait=wait)
         if taken:
             hands.add(threading.current_thread().name)
         return taken, written
 
-    delivery._hand_over = watched  # type: ignore[method-assign]
+    RelayHandOver.hand_over = watched  # type: ignore[method-assign]
     bill(-1)  # starts the sender thread and its relay
     handed_over()
     hands.clear()
@@ -205,7 +205,7 @@ def loop_blocked() -> None:
     async def main() -> tuple[int, str]:
         await abill(1)
         time.sleep(1.0)  # noqa: ASYNC251 - the loop blocked on purpose: the hand-over it was due to run cannot
-        return len(delivery._queue), " ".join(sorted(hands))
+        return len(delivery.queue.entries), " ".join(sorted(hands))
 
     left, by = asyncio.run(main())
     print(left, by, flush=True)
@@ -215,7 +215,7 @@ def loop_blocked() -> None:
 def one_row_for_both() -> None:
     watch_hand_overs()
     rows: list[int] = []
-    relay = delivery._relay
+    relay = delivery.relay
     assert relay is not None
     write = relay._write
 

@@ -45,4 +45,4 @@ else:
         import uvicorn  # noqa: F401 - loaded, as by a module that runs its app with uvicorn.run()
     bill(1)
 assert gateway_otel.force_flush(20)
-print(current_pipeline().delivery._relay is not None, flush=True)
+print(current_pipeline().delivery.relay is not None, flush=True)
