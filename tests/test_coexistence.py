@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from gateway_otel import GatewayClient, instrument_app, operation_log
 from gateway_otel._servers import serve_in_thread
 from gateway_otel.testing import eventually, free_port
 
-from conftest import Gateway, run_program
+from conftest import Gateway, parent_op, run_program
 
 
 @operation_log(is_cost_log=True)
@@ -126,16 +127,19 @@ def test_the_sdks_own_span_metrics_count_the_adapters_spans(tmp_path: Any) -> No
     assert result.stdout.split() == ["5", "0"]
 
 
-def test_after_logfire_configure_operations_go_through_logfires_provider(
-    healthy_gateway: Gateway, tmp_path: Any
+@pytest.mark.parametrize("order", ["AFTER", "BEFORE"])
+def test_with_logfire_configured_before_or_after_operations_go_through_logfires_provider(
+    healthy_gateway: Gateway, tmp_path: Any, order: str
 ) -> None:
     """Logfire's provider wraps the SDK's: the operation spans reach Logfire's processors, a
-    ``logfire.span`` inside an operation is its child, and the records carry Logfire's service name."""
+    ``logfire.span`` inside an operation is its child, and the records carry Logfire's service name;
+    also when ``configure()`` came first (one provider: Logfire's, joined at the first span)."""
     rid = f"logfire-{uuid.uuid4().hex}"
     env = {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path)}
-    result = run_program("logfire_app", rid, "AFTER", env=env)
+    result = run_program("logfire_app", rid, order, env=env)
     assert result.returncode == 0, result.stderr
     assert "not the OpenTelemetry SDK's" not in result.stderr
+    assert "Overriding of current TracerProvider" not in result.stderr
     assert sorted(result.stdout.splitlines()) == ["inner_{i} work", "inner_{i} work", "work -", "work -"]
     records = healthy_gateway.wait_records(rid, 4)
     assert len(records) == 4
@@ -169,3 +173,44 @@ def test_a_contrib_server_span_nothing_adopted_is_a_request_record_pair(pipeline
     assert out["callerId"] == "anonymous" and out["response"] == 200
     assert out["extraInfo"]["parentSpanId"] == "3" * 16
     assert "sk-1" not in out["requestUrl"] and out["requestUrl"].endswith("/v1/items/7?api_key=[REDACTED]")
+
+
+@pytest.mark.parametrize("kind", ["SDK_AFTER", "FOREIGN"])
+def test_operation_spans_go_through_the_provider_the_app_set_and_records_flow(
+    healthy_gateway: Gateway, tmp_path: Any, kind: str
+) -> None:
+    """``SDK_AFTER``: the app sets an SDK provider of its own after ``configure()``: it is joined (one
+    provider, its processors see the operations, the records carry its service name). ``FOREIGN``: a
+    provider that is not the SDK's starts the operation spans, the spans opened inside are their
+    children, and the records name the span ids that provider made, in one tree."""
+    rid = f"provider-{uuid.uuid4().hex}"
+    env = {"OPENAPI_HOST": healthy_gateway.url, "GATEWAY_OTEL_SPOOL_DIR": str(tmp_path)}
+    result = run_program("other_providers", rid, kind, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Overriding of current TracerProvider" not in result.stderr
+    *lines, service = result.stdout.splitlines()
+    seen = {name: (span_id, parent, op_type) for span_id, name, parent, op_type in map(str.split, lines)}
+    assert {name: rest[1:] for name, rest in seen.items()} == {
+        "app-span": ("outer", "-"),
+        "failing": ("-", "failing"),
+        "inner": ("app-span", "inner"),
+        "outer": ("-", "outer"),
+    }
+    records = healthy_gateway.wait_records(rid, 6)
+    assert len(records) == 6
+    for record in records:
+        assert record["extraInfo"]["spanId"] == seen[record["opType"]][0]
+        assert record["extraInfo"]["service"] == service
+    assert service == ("app-own" if kind == "SDK_AFTER" else "other_providers")
+    inner = next(r for r in records if r["opType"] == "inner")
+    if os.environ.get("GATEWAY_OTEL_LEAN_SPANS") == "0":  # the SDK's start_span: a record's parent is its span's
+        assert inner["extraInfo"]["parentSpanId"] == seen["app-span"][0]
+    else:  # the nearest record above it, past the app's span (the record tree's trace state entry)
+        assert {r["opType"]: parent_op(records, r) for r in records} == {
+            "outer": None,
+            "inner": "outer",
+            "failing": None,
+        }
+    outs = {r["opType"]: r for r in records if r["opLogType"] == "out"}
+    assert outs["failing"]["operationStatus"] == "failed" and "ValueError" in outs["failing"]["errMsg"]
+    assert outs["outer"]["operationStatus"] == "success" and outs["outer"]["isCostLog"]

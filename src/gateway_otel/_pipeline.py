@@ -21,6 +21,7 @@ from ._attributes import guess_service_name, service_name
 from ._delivery import Delivery
 from ._errors import ConfigurationError
 from ._exporter import GatewaySpanExporter, _instances
+from ._foreign import MirroringTracer, TwinIds
 from ._metrics import SpoolGauges
 from ._metrics import register as register_metrics
 from ._processor import OperationSpanProcessor
@@ -36,20 +37,50 @@ logger = logging.getLogger("gateway_otel")
 INSTRUMENTATION_NAME = "gateway_otel"
 
 
-@dataclasses.dataclass
 class Pipeline:
-    """What ``configure()`` set up: everything the decorator and the middleware read on the hot path."""
+    """What ``configure()`` set up: everything the decorator and the middleware read on the hot path.
 
-    settings: Settings
+    Its span side (``provider``, ``lean_tracer``, ``service``) is joined to the TracerProvider in
+    force by ``join()``: at once when one is set, or when OTLP export is asked for; else when the
+    adapter starts its first span, the first time one of them is read. So a provider that the app
+    sets up after ``configure()`` (``logfire.configure()``, its own ``set_tracer_provider``) is
+    joined, not doubled; when none is set by then, the adapter sets the SDK's.
+    """
+
+    #: The SDK provider whose processors include the adapter's.
     provider: TracerProvider
-    tracer: trace.Tracer
-    lean_tracer: LeanTracer  # starts the spans of operations and requests (the tracer's, leaner)
-    processor: OperationSpanProcessor
-    delivery: Delivery
-    scrubber: Scrubber
+    #: Starts the spans of operations and requests (the provider in force's tracer, leaner).
+    lean_tracer: LeanTracer
+    #: The service name of the records (the provider's resource).
     service: str
 
+    def __init__(
+        self, settings: Settings, processor: OperationSpanProcessor, delivery: Delivery, scrubber: Scrubber
+    ) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.delivery = delivery
+        self.scrubber = scrubber
 
+    def __getattr__(self, name: str) -> Any:
+        # Called only for what is not set: the span side, before its first use.
+        if name in _SPAN_SIDE:
+            self.join()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def join(self) -> None:
+        """Join the TracerProvider in force (once)."""
+        with _lock:
+            if "provider" in self.__dict__:
+                return
+            provider, lean_tracer = _join(self.processor, self.settings)
+            self.service = service_name(provider.resource.attributes)
+            self.lean_tracer = lean_tracer
+            self.provider = provider  # last: its presence says the join is done
+
+
+_SPAN_SIDE = frozenset({"provider", "lean_tracer", "service"})
 _state: Pipeline | None = None
 _lock = threading.RLock()
 _warned_no_host = False
@@ -66,8 +97,9 @@ def current_pipeline() -> Pipeline:
 def configure(**options: Any) -> Pipeline:
     """Set the adapter up (keyword options or ``GATEWAY_OTEL_*`` / ``OPENAPI_HOST`` / ``OTEL_*``).
 
-    Joins the SDK ``TracerProvider`` already set, or sets one. Calling it again with other options
-    flushes the previous delivery pipeline and replaces it; with the same options it does nothing.
+    Joins the TracerProvider in force, or sets the SDK's (``Pipeline``). Calling it again with other
+    options flushes the previous delivery pipeline and replaces it; with the same options it does
+    nothing.
     """
     global _state
     settings = load_settings(options)
@@ -75,43 +107,28 @@ def configure(**options: Any) -> Pipeline:
         old = _state
         if old is not None and old.settings == settings:
             return old
-        provider, in_force, created = _provider()
-        _make_billing_safe(provider)
         delivery = Delivery(settings, Spool(settings.spool_dir), relay=_relayed(settings))
         exporter = GatewaySpanExporter(delivery, in_records=False)
         scrubber = Scrubber(settings.redact_patterns, settings.redact_allow)
         requests = scrubber if settings.request_records else None
         for made_by_sdk in list(_instances):
             made_by_sdk.quiet()
-        if old is not None and old.provider is provider:
+        if old is not None:  # the processor stays where it joined, reporting through the new delivery
             processor = old.processor
             processor.use(exporter)
             processor.requests = requests
             old.delivery.shutdown()
         else:
             processor = OperationSpanProcessor(exporter, requests)
-            provider.add_span_processor(processor)
-        if created or settings.otlp:
-            _add_otlp(provider, settings)
-        resource = provider.resource.attributes
-        # From the provider in force: one that wraps the SDK's (Logfire's) wraps the spans too.
-        tracer = in_force.get_tracer(INSTRUMENTATION_NAME)
-        _state = Pipeline(
-            settings=settings,
-            provider=provider,
-            tracer=tracer,
-            lean_tracer=LeanTracer(tracer, operations=processor, lean=settings.lean_spans and lean_spans_work()),
-            processor=processor,
-            delivery=delivery,
-            scrubber=scrubber,
-            service=service_name(resource),
-        )
+        _state = state = Pipeline(settings, processor, delivery, scrubber)
+        if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or _otlp_wanted(settings):
+            state.join()
     register_metrics(delivery.exported_counts, SpoolGauges(delivery.spool.stats))
     _warn_without_host(settings)
     if settings.handle_sigterm:
         _exit_on_sigterm()
     delivery.resume()
-    return _state
+    return state
 
 
 #: ASGI servers: a process that has loaded one serves requests.
@@ -193,30 +210,49 @@ def _sigterm_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _provider() -> tuple[TracerProvider, trace.TracerProvider, bool]:
-    """The SDK provider that the adapter's processor joins, the provider in force that its tracer
-    comes from, and ``True`` when this call made the SDK provider (set globally).
+def _join(processor: OperationSpanProcessor, settings: Settings) -> tuple[TracerProvider, LeanTracer]:
+    """The SDK provider that ``processor`` joins (added to it, once) and the tracer of the spans.
 
-    The provider in force is the SDK's, or one that wraps an SDK provider as its ``provider``
-    (Logfire's proxy: its tracers wrap the SDK's spans, and its processors are the SDK provider's),
-    or neither: then the operation spans go through an SDK provider of the adapter's own.
+    The provider in force is the SDK's; or one that wraps an SDK provider as its ``provider``
+    (Logfire's proxy: its tracers wrap the SDK's spans, and its processors are the SDK provider's);
+    or none yet: then the adapter sets the SDK's; or another kind (a vendor's own): then it starts
+    the spans, and an SDK provider of the adapter's own makes the records (``_foreign``).
     """
-    current_provider = trace.get_tracer_provider()
-    if isinstance(current_provider, TracerProvider):
-        return current_provider, current_provider, False
-    wrapped = getattr(current_provider, "provider", None)
-    if isinstance(wrapped, TracerProvider):
-        return wrapped, current_provider, False
-    provider = TracerProvider(resource=_resource())
-    if isinstance(current_provider, trace.ProxyTracerProvider):
+    current = trace.get_tracer_provider()
+    wrapped = getattr(current, "provider", None)
+    lean = settings.lean_spans and lean_spans_work()
+    created = False
+    twin_ids: TwinIds | None = None
+    if isinstance(current, TracerProvider):
+        provider = current
+    elif isinstance(wrapped, TracerProvider):
+        provider = wrapped
+    elif isinstance(current, trace.ProxyTracerProvider):  # none set yet
+        provider = current = TracerProvider(resource=_resource())
         trace.set_tracer_provider(provider)
+        created = True
     else:
-        logger.warning(
-            "gateway-otel: the TracerProvider in force (%s) is not the OpenTelemetry SDK's; operation spans "
-            "go through a provider of their own",
-            type(current_provider).__name__,
+        logger.info(
+            "gateway-otel: the TracerProvider in force (%s) is not the OpenTelemetry SDK's: it starts the "
+            "adapter's spans, and a provider of the adapter's own makes the records of their twins",
+            type(current).__name__,
         )
-    return provider, provider, True
+        twin_ids = TwinIds()
+        provider = TracerProvider(resource=_resource(), id_generator=twin_ids)
+    _make_billing_safe(provider)  # before its tracers are made: each keeps the sampler it was made with
+    # From the provider in force: one that wraps the SDK's (Logfire's) wraps the spans too.
+    tracer = current.get_tracer(INSTRUMENTATION_NAME)
+    lean_tracer = (
+        LeanTracer(tracer, processor, lean=lean)
+        if twin_ids is None
+        else MirroringTracer(tracer, provider.get_tracer(INSTRUMENTATION_NAME), twin_ids, processor, lean=lean)
+    )
+    if processor.joined is not provider:
+        provider.add_span_processor(processor)
+        processor.joined = provider
+    if created or settings.otlp:
+        _add_otlp(provider, settings)
+    return provider, lean_tracer
 
 
 def _resource() -> Resource:
@@ -241,13 +277,15 @@ def _make_billing_safe(provider: TracerProvider) -> None:
         provider.sampler = BillingSafeSampler(sampler)
 
 
+def _otlp_wanted(settings: Settings) -> bool:
+    """``otlp``, or when left to the default, whether an OTLP endpoint is set in the environment."""
+    if settings.otlp is not None:
+        return settings.otlp
+    return any(os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
 def _add_otlp(provider: TracerProvider, settings: Settings) -> None:
-    wanted = settings.otlp
-    if wanted is None:
-        wanted = any(
-            os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        )
-    if not wanted:
+    if not _otlp_wanted(settings):
         return
     processor: SpanProcessor | None = _otlp_processor()
     if processor is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from ._delivery import Builder
 from ._exporter import GatewaySpanExporter, in_record, operation_data, out_record, records_at_end, request_data
+from ._queue import Builder
 from ._scrub import Scrubber
 
 
@@ -28,6 +28,8 @@ class OperationSpanProcessor(SpanProcessor):
         #: The scrubber of the URLs of other instrumentations' request spans, which are reported
         #: while it is set (``request_records``).
         self.requests = requests
+        #: The provider it was added to (``configure()`` joins it once).
+        self.joined: TracerProvider | None = None
         self.use(exporter)
 
     def use(self, exporter: GatewaySpanExporter) -> None:

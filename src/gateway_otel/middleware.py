@@ -78,7 +78,8 @@ def _quiet_fastapi_tracing(app: object, pipeline: Pipeline) -> None:
     config = fastapi_telemetry(app)
     if config is None or not config.get("tracing") or config.get("tracer_provider") is not None:
         return  # not FastAPI's, not tracing, or tracing to a provider of the app's own
-    if trace.get_tracer_provider() is not pipeline.provider or pipeline.lean_tracer.records_non_operation_spans():
+    provider = pipeline.provider  # joined first: the join may set the provider in force
+    if trace.get_tracer_provider() is not provider or pipeline.lean_tracer.records_non_operation_spans():
         return  # a provider that is not the SDK's, or a processor (OTLP's, the user's) that sees them
     config["tracing"] = False
     logger.info(

@@ -18,11 +18,11 @@ from gateway_otel import configure
 from gateway_otel.middleware import HttpContextMiddleware, fastapi_telemetry
 
 exporter = InMemorySpanExporter()
-if "exported" in sys.argv[1:]:
+if "exported" in sys.argv[1:]:  # the app's own provider, set after configure(): joined
     configure()
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
+    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
 
 app = FastAPI()
 
