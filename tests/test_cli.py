@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -83,7 +84,7 @@ def test_demo_billing_matches_the_gateway_database(demo: tuple[Path, str]) -> No
         caller: (int(count), float(charged))
         for caller, count, charged in re.findall(r"│ (\w+)\s+│\s+(\d+) │\s+([\d.]+) │", output)
     }
-    with sqlite3.connect(keep / "gateway.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(keep / "gateway.sqlite3")) as db:
         rows = db.execute(
             "SELECT caller_id, count(*), sum(charge) FROM records WHERE charge > 0 GROUP BY caller_id"
         ).fetchall()

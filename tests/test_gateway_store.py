@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,12 @@ def record(uuid: str, *, billed: bool = True, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     store = Store(tmp_path / "gateway.db")
     store.add_caller("alice", balance=100.0)
     store.set_price("chat", 2.0)
-    return store
+    yield store
+    store.close()
 
 
 def _balance(store: Store) -> float:

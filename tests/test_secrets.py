@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import signal
@@ -67,7 +68,8 @@ def test_no_secret_leaves_the_process(
     healthy_gateway.faults()
     from gateway_otel.gateway import Store
 
-    Store(healthy_gateway.db).add_caller("carol", tokens=[secrets["token"]], balance=10)
+    with contextlib.closing(Store(healthy_gateway.db)) as store:
+        store.add_caller("carol", tokens=[secrets["token"]], balance=10)
     with (
         log.open("wb") as out,
         subprocess.Popen(

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid as uuid_module
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -96,6 +97,11 @@ def _setting_up(directory: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
+def _close_if_opened_here(conn: sqlite3.Connection, pid: int) -> None:
+    if os.getpid() == pid:  # a forked child only drops what it inherited
+        conn.close()
+
+
 class Spool:
     """Records waiting on disk, oldest first."""
 
@@ -126,6 +132,10 @@ class Spool:
                         os.chmod(path, 0o600)  # a spool made by an older version or another umask
             self._conn, self._pid = conn, os.getpid()
             self._owner = _owner_id()
+            # A spool dropped without close() (a command's look at it) closes its connection
+            # too, rather than leaving it to the garbage collector (a ResourceWarning since 3.13);
+            # not at exit, where delivery's own exit may still use the spool.
+            weakref.finalize(self, _close_if_opened_here, conn, self._pid).atexit = False
         return self._conn
 
     @contextlib.contextmanager
