@@ -5,7 +5,8 @@ gateway speaks) makes thousands of requests to the gateway a second, and a deliv
 own process competes with the request path for one GIL. With ``relay`` on, the app only hands the
 records' span data over, one line per hand-over, and a process of its own builds and sends the
 records on another core, with an ordinary ``Delivery`` (the same retries, spool and exit drain).
-On an event loop's thread the loop hands over itself (``Delivery._hand_over_soon``).
+The app's side of the hand-over is ``_handover.RelayHandOver`` (on an event loop's thread, the
+loop hands over itself).
 
 The wire (``_relay_wire``) is newline-delimited JSON, versioned: an app refuses a relay that speaks
 another version, and delivers in its own process.
