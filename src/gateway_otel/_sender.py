@@ -26,7 +26,7 @@ from ._settings import Settings
 from ._spool import Spool
 from ._transport import HttpPool, Transport, TransportError, within
 
-__all__ = ["Exit", "Outage", "Sender", "backoff", "http_pool", "retry_after", "spool_records"]
+__all__ = ["Exit", "Outage", "Sender", "backoff", "http_pool", "retry_after"]
 
 REPORT_PATH = "/v1/openapi/report/log"
 BATCH_PATH = "/v1/openapi/report/logs"
@@ -124,20 +124,6 @@ class Exit:
     asked: bool = False
     deadline: float = 0.0
     hard_deadline: float = 0.0
-
-
-def spool_records(
-    spool: Spool, records: list[Record], exported: dict[str, int], *, error: str, delay: float = 0.0
-) -> bool:
-    """Write ``records`` to the spool (counted ``spooled``); a failure is logged and counts them ``dropped``."""
-    try:
-        spool.put(records, error=error, delay=delay)
-    except Exception as exc:
-        log_once("spool-put", "gateway-otel: spool put failed: %r", exc, level=logging.ERROR)
-        exported["dropped"] += len(records)
-        return False
-    exported["spooled"] += len(records)
-    return True
 
 
 @dataclasses.dataclass
@@ -447,8 +433,10 @@ class Sender:
         unit.fresh = 0
 
     def _spool_put(self, records: list[Record], *, error: str, delay: float = 0.0) -> None:
-        self._spool_empty = False
-        spool_records(self.spool, records, self.exported, error=error, delay=delay)
+        """Write ``records`` to the spool, counted ``spooled`` (``dropped`` when the spool fails)."""
+        put = functools.partial(self.spool.put, records, error=error, delay=delay)
+        outcome = "spooled" if self._spool_call("put", put, refills=True) else "dropped"
+        self.exported[outcome] += len(records)
 
     def _spool_call(self, what: str, call: Callable[[], object], *, refills: bool = False) -> bool:
         """Run one of the spool's methods; a failure is logged (once a minute) and ``False``.
