@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind
@@ -60,6 +61,39 @@ def test_with_the_contrib_fastapi_instrumentor_each_request_has_one_server_span(
     (operation,) = [s for s in spans if s.name == "answer"]
     assert operation.parent is not None and operation.parent.span_id == server.context.span_id
     assert server.parent is not None and f"{server.parent.span_id:016x}" == "2" * 16
+
+
+def test_with_the_contrib_instrumentor_a_stream_broken_after_the_response_started_fails_with_its_error(
+    healthy_gateway: Gateway, pipeline: Any, captured_records: Any
+) -> None:
+    """The contrib's span is described at the response's start; an exception that breaks the body
+    later still gives the request's out record the exception as its error, as the adapter's own
+    server span does."""
+    app = FastAPI()
+
+    @app.get("/v1/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"one\n"
+            raise RuntimeError("the model went away")
+
+        return StreamingResponse(chunks())
+
+    FastAPIInstrumentor.instrument_app(app)
+    instrument_app(app, client=GatewayClient(healthy_gateway.url))
+    trace_id = uuid.uuid4().hex
+    headers = {"Authorization": "demo-alice", "traceparent": f"00-{trace_id}-{'4' * 16}-01"}
+    try:
+        with serve_in_thread(app, free_port()) as url:
+            with pytest.raises(httpx.RemoteProtocolError):  # the body was cut short
+                httpx.get(f"{url}/v1/stream", headers=headers)
+            assert eventually(lambda: len(captured_records.of(trace_id)) == 2, timeout=5)
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    out = captured_records.of(trace_id)[1]
+    assert (out["opType"], out["opLogType"], out["response"]) == ("GET /v1/stream", "out", 200)
+    assert out["operationStatus"] == "failed"
+    assert out["errMsg"] == "RuntimeError: the model went away"
 
 
 class HeaderKeeper:

@@ -20,7 +20,7 @@ from ._scrub import Scrubber
 from ._serialize import error_message
 from ._span import LeanTracer
 
-__all__ = ["describe_request", "end_server_span", "server_span_in", "start_server_span"]
+__all__ = ["describe_failure", "describe_request", "end_server_span", "server_span_in", "start_server_span"]
 
 
 def server_span_in(ctx: otel_context.Context) -> Span | None:
@@ -81,9 +81,14 @@ def describe_request(
     if status is not None:
         span.set_attribute(attrs.RESPONSE, str(status))
     if error is not None:
-        span.set_attribute(attrs.ERROR, error_message(error, scrubber))
+        describe_failure(span, error, scrubber)
     elif status is not None and status >= 500:
         span.set_attribute(attrs.ERROR, f"HTTP {status}")
+
+
+def describe_failure(span: Span, error: BaseException, scrubber: Scrubber) -> None:
+    """Set the exception that failed a request as its records' error message."""
+    span.set_attribute(attrs.ERROR, error_message(error, scrubber))
 
 
 def end_server_span(

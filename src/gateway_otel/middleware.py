@@ -40,7 +40,7 @@ from ._errors import AuthorizationException, GatewayUnavailableError
 from ._pipeline import Pipeline, current_pipeline, force_flush
 from ._request_context import PROPAGATED_PREFIX, log_fields
 from ._selflog import log_once
-from ._server_span import describe_request, end_server_span, server_span_in, start_server_span
+from ._server_span import describe_failure, describe_request, end_server_span, server_span_in, start_server_span
 from ._span import _TRACE_ID, _VALID
 from .logging import remember_context, request_started, scrub_server_lines
 from .plugins import Plugin
@@ -428,17 +428,22 @@ class HttpContextMiddleware(_ContextMiddlewareBase):
 def _describer(
     span: trace.Span, scope: Scope, pipeline: Pipeline
 ) -> Callable[[int | None, BaseException | None], None]:
-    """Describe another instrumentation's server span for its records (``describe_request``), once,
-    while it still records: at the response's start, at an exception, or at the request's end,
-    whichever comes first (the contrib ASGI instrumentation ends its span with the response)."""
+    """Describe another instrumentation's server span for its records (``describe_request``) while
+    it still records: at the response's start, at an exception, or at the request's end, whichever
+    comes first (the contrib ASGI instrumentation ends its span with the response's last body). An
+    exception after the response started (a stream broken half-way) adds its error message then."""
     described = False
 
     def describe(status: int | None, error: BaseException | None) -> None:
         nonlocal described
-        if not described and span.is_recording():
+        if not span.is_recording():
+            return
+        if not described:
             described = True
             span.set_attribute(attrs.IS_COST_LOG, False)
             describe_request(span, scope, status, error, pipeline.scrubber)
+        elif error is not None:
+            describe_failure(span, error, pipeline.scrubber)
 
     return describe
 
