@@ -33,13 +33,14 @@ AIT_VERSION = "0.0.1.18"
 # -- set-up ------------------------------------------------------------------------------------
 
 
-def ensure_wrk() -> str | None:
-    found = shutil.which("wrk")
+def ensure_program(name: str) -> str | None:
+    """The path of program ``name``, installed from Debian's packages (as root) when missing."""
+    found = shutil.which(name)
     if found or os.geteuid() != 0:
         return found
     subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
-    return shutil.which("wrk")
+    subprocess.run(["apt-get", "install", "-y", "-qq", name], check=False, capture_output=True)
+    return shutil.which(name)
 
 
 def ensure_ait() -> str | None:
@@ -306,6 +307,17 @@ def part_inprocess(gateway: GatewayProcess, quick: bool, spool: str) -> dict[str
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def part_instructions(gateway: GatewayProcess, quick: bool) -> dict[str, Any]:
+    """``instructions.py``: the instructions a request executes in the app, by variant."""
+    import instructions  # beside this file
+
+    if quick:  # valgrind's start-up alone takes minutes for the four variants
+        return {"skipped": "not in a quick run"}
+    if ensure_program("valgrind") is None:
+        return {"skipped": "valgrind is not installed"}
+    return instructions.measure(gateway.url, requests=600)
+
+
 def _wrk_app(variant: str, python: str, extra_env: dict[str, str], seconds: float) -> dict[str, float]:
     port = free_port()
     # A spool of its own too: a variant must not pick up (and deliver) what the one before left.
@@ -442,6 +454,18 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "reported",
             )
         )
+    ins = results.get("instructions", {})
+    if "per_request" in ins:
+        k = {name: count / 1000 for name, count in ins["per_request"].items()}
+        table.append(
+            (
+                "instructions a request in the app (callgrind, in-process)",
+                f"gateway {k['gateway']:.0f}k vs bare {k['bare']:.0f}k = {ins['ratio']:.2f}x; instrument_app "
+                f"{ins['middleware'] / 1000:.0f}k (its request record pair {ins['request_records'] / 1000:.0f}k), "
+                f"operation {ins['operation'] / 1000:.0f}k",
+                "reported",
+            )
+        )
     de = results.get("delivery", {})
     limit = de.get("wrk /report/log", {}).get("rps")
     single = de.get("one per POST", {}).get("records_per_s")
@@ -461,15 +485,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return table
 
 
+PARTS = ("decorator", "end_to_end", "delivery", "fastapi", "inprocess", "instructions", "memory")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run of every part (smoke test)")
-    parser.add_argument(
-        "--only", nargs="*", default=None, help="parts: decorator end_to_end delivery fastapi inprocess memory"
-    )
+    parser.add_argument("--only", nargs="*", default=None, choices=PARTS, help=f"parts: {' '.join(PARTS)}")
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["decorator", "end_to_end", "delivery", "fastapi", "inprocess", "memory"])
-    ensure_wrk()
+    wanted = set(args.only or PARTS)
+    ensure_program("wrk")
     ait = ensure_ait() if wanted & {"end_to_end", "fastapi"} else None
     results: dict[str, Any] = {"quick": args.quick, "commit": _commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     parts: dict[str, Callable[[GatewayProcess, str], dict[str, Any]]] = {
@@ -478,6 +503,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "delivery": lambda gateway, tmp: part_delivery(gateway, args.quick, f"{tmp}/spool"),
         "fastapi": lambda gateway, tmp: part_fastapi(ait, args.quick),  # a gateway per run
         "inprocess": lambda gateway, tmp: part_inprocess(gateway, args.quick, f"{tmp}/spool"),
+        "instructions": lambda gateway, tmp: part_instructions(gateway, args.quick),
         "memory": lambda gateway, tmp: part_memory(gateway, args.quick, f"{tmp}/spool"),
     }
     for name, run in parts.items():
