@@ -77,7 +77,8 @@ def _count(variant: str, requests: int, env: dict[str, str], tmp: str) -> int:
             variant,
             str(requests),
         ],
-        env={**env, **VARIANTS[variant][2]},
+        # A spool of its own: no process delivers what another left (it would be counted).
+        env={**env, "GATEWAY_OTEL_SPOOL_DIR": f"{tmp}/spool-{variant}-{requests}", **VARIANTS[variant][2]},
         capture_output=True,
         check=True,
     )
@@ -87,16 +88,21 @@ def _count(variant: str, requests: int, env: dict[str, str], tmp: str) -> int:
     return int(found.group(1))
 
 
+def child_env(gateway_url: str, spool: str) -> dict[str, str]:
+    """The environment of the counted processes (before a variant's own)."""
+    return {
+        **os.environ,
+        "OPENAPI_HOST": gateway_url,
+        "GATEWAY_OTEL_SPOOL_DIR": spool,
+        "GATEWAY_OTEL_RELAY": "1",  # as a served app delivers (no ASGI server is loaded here)
+        "PYTHONHASHSEED": "0",  # the same dict and set layouts in every run
+    }
+
+
 def measure(gateway_url: str, requests: int) -> dict[str, Any]:
     """Instructions per request of each variant, and the differences that say what costs what."""
     with tempfile.TemporaryDirectory(prefix="gateway-otel-instructions-") as tmp:
-        env = {
-            **os.environ,
-            "OPENAPI_HOST": gateway_url,
-            "GATEWAY_OTEL_SPOOL_DIR": f"{tmp}/spool",
-            "GATEWAY_OTEL_RELAY": "1",  # as a served app delivers (no ASGI server is loaded here)
-            "PYTHONHASHSEED": "0",  # the same dict and set layouts in every run
-        }
+        env = child_env(gateway_url, f"{tmp}/spool")
         per_request: dict[str, int] = {}
         with ThreadPoolExecutor(2) as pool:  # the two counts of a variant side by side, one a core
             for variant in VARIANTS:

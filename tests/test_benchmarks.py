@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Gateway
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,3 +34,26 @@ def test_benchmarks_run_in_quick_mode() -> None:
     assert results["delivery"]["wrk /report/logs"]["records_per_s"] > 0  # the batch endpoint's own rate
     assert "FastAPI gateway vs bare" in done.stdout
     assert set(results["inprocess"]["us_per_request"]) == {"bare", "middleware", "gateway", "plugins"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["bare", "middleware", "gateway", "gateway-no-request-records"])
+def test_each_variant_the_instruction_count_runs_answers_its_requests(
+    healthy_gateway: Gateway, tmp_path: Path, variant: str
+) -> None:
+    """What ``instructions.py`` runs under valgrind, run here without it, briefly (the quick run skips
+    the count itself: valgrind's start-up takes minutes)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from instructions import child_env
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--child", variant, "10"],
+        env=child_env(healthy_gateway.url, str(tmp_path / "spool")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
