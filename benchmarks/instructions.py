@@ -64,7 +64,7 @@ def child(variant: str, requests: int) -> None:
     asyncio.run(main())
 
 
-def _count(variant: str, requests: int, env: dict[str, str], tmp: str) -> int:
+def _count(variant: str, requests: int, gateway_url: str, tmp: str) -> int:
     out = Path(tmp) / f"callgrind.{variant}.{requests}"
     subprocess.run(
         [
@@ -78,7 +78,7 @@ def _count(variant: str, requests: int, env: dict[str, str], tmp: str) -> int:
             str(requests),
         ],
         # A spool of its own: no process delivers what another left (it would be counted).
-        env={**env, "GATEWAY_OTEL_SPOOL_DIR": f"{tmp}/spool-{variant}-{requests}", **VARIANTS[variant][2]},
+        env=child_env(variant, gateway_url, f"{tmp}/spool-{variant}-{requests}"),
         capture_output=True,
         check=True,
     )
@@ -88,26 +88,26 @@ def _count(variant: str, requests: int, env: dict[str, str], tmp: str) -> int:
     return int(found.group(1))
 
 
-def child_env(gateway_url: str, spool: str) -> dict[str, str]:
-    """The environment of the counted processes (before a variant's own)."""
+def child_env(variant: str, gateway_url: str, spool: str) -> dict[str, str]:
+    """The environment of a counted process of ``variant``."""
     return {
         **os.environ,
         "OPENAPI_HOST": gateway_url,
         "GATEWAY_OTEL_SPOOL_DIR": spool,
         "GATEWAY_OTEL_RELAY": "1",  # as a served app delivers (no ASGI server is loaded here)
         "PYTHONHASHSEED": "0",  # the same dict and set layouts in every run
+        **VARIANTS[variant][2],
     }
 
 
 def measure(gateway_url: str, requests: int) -> dict[str, Any]:
     """Instructions per request of each variant, and the differences that say what costs what."""
     with tempfile.TemporaryDirectory(prefix="gateway-otel-instructions-") as tmp:
-        env = child_env(gateway_url, f"{tmp}/spool")
         per_request: dict[str, int] = {}
         with ThreadPoolExecutor(2) as pool:  # the two counts of a variant side by side, one a core
             for variant in VARIANTS:
                 once, twice = pool.map(
-                    lambda n, v=variant: _count(v, n, env, tmp),
+                    lambda n, v=variant: _count(v, n, gateway_url, tmp),
                     (requests, 2 * requests),
                 )
                 per_request[variant] = round((twice - once) / requests)

@@ -50,7 +50,7 @@ def test_each_variant_the_instruction_count_runs_answers_its_requests(
         sys.path.remove(str(ROOT / "benchmarks"))
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--child", variant, "10"],
-        env=child_env(healthy_gateway.url, str(tmp_path / "spool")),
+        env=child_env(variant, healthy_gateway.url, str(tmp_path / "spool")),
         capture_output=True,
         text=True,
         timeout=120,
