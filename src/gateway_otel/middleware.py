@@ -431,18 +431,20 @@ def _describer(
     """Describe another instrumentation's server span for its records (``describe_request``) while
     it still records: at the response's start, at an exception, or at the request's end, whichever
     comes first (the contrib ASGI instrumentation ends its span with the response's last body). An
-    exception after the response started (a stream broken half-way) adds its error message then."""
-    described = False
+    exception after the response started (a stream broken half-way) adds its error message then.
+    Each is set once: the middleware reports an exception both where it catches it and at its end."""
+    described = failed = False
 
     def describe(status: int | None, error: BaseException | None) -> None:
-        nonlocal described
+        nonlocal described, failed
         if not span.is_recording():
             return
         if not described:
-            described = True
+            described, failed = True, error is not None
             span.set_attribute(attrs.IS_COST_LOG, False)
             describe_request(span, scope, status, error, pipeline.scrubber)
-        elif error is not None:
+        elif error is not None and not failed:
+            failed = True
             describe_failure(span, error, pipeline.scrubber)
 
     return describe
