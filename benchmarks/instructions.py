@@ -40,7 +40,10 @@ WARM_UP = 200
 #: Requests between two pauses, and the pause: the relay's hand-over runs in it, on the event loop, as
 #: between requests under load. Under wrk the default variant serves about 3,000 requests a second
 #: and its loop hands the queue over every ``RELAY_PAUSE`` (20 ms): about 60 requests a hand-over,
-#: whose own cost (the timer, the line's write) is shared by as many requests here.
+#: which share its own cost (the timer, the line's write). Under valgrind a batch of 60 takes about
+#: half a second, longer than the delivery thread waits (``TICK``) before it hands over a queue the
+#: loop has not: here a hand-over serves some 30 to 60 requests, which moves a count by up to about
+#: one per cent from run to run.
 BATCH, PAUSE = 60, 0.041
 
 
