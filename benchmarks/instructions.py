@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[str, bool, dict[str, str]]] = {
     "gateway-no-request-records": ("gateway", True, {"GATEWAY_OTEL_REQUEST_RECORDS": "0"}),
 }
 WARM_UP = 200
+#: N: the counts of N and 2N requests are taken.
+REQUESTS = 600
 #: Requests between two pauses, and the pause: the relay's hand-over runs in it, on the event loop, as
 #: between requests under load. Under wrk the default variant serves about 3,000 requests a second
 #: and its loop hands the queue over every ``RELAY_PAUSE`` (20 ms): about 60 requests a hand-over,
@@ -104,7 +106,7 @@ def child_env(variant: str, gateway_url: str, spool: str) -> dict[str, str]:
     }
 
 
-def measure(gateway_url: str, requests: int) -> dict[str, Any]:
+def measure(gateway_url: str, requests: int = REQUESTS) -> dict[str, Any]:
     """Instructions per request of each variant, and the differences that say what costs what."""
     with tempfile.TemporaryDirectory(prefix="gateway-otel-instructions-") as tmp:
         per_request: dict[str, int] = {}
@@ -128,7 +130,7 @@ def measure(gateway_url: str, requests: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=600, help="N: the counts of N and 2N requests are taken")
+    parser.add_argument("--requests", type=int, default=REQUESTS, help="N: the counts of N and 2N requests are taken")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "REQUESTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -315,7 +315,7 @@ def part_instructions(gateway: GatewayProcess, quick: bool) -> dict[str, Any]:
         return {"skipped": "not in a quick run"}
     if ensure_program("valgrind") is None:
         return {"skipped": "valgrind is not installed"}
-    return instructions.measure(gateway.url, requests=600)
+    return instructions.measure(gateway.url)
 
 
 def _wrk_app(variant: str, python: str, extra_env: dict[str, str], seconds: float) -> dict[str, float]:
